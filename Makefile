@@ -1,0 +1,46 @@
+# Makefile for biteship_webhook (PGXS)
+
+MODULE_big = biteship_webhook
+EXTENSION = biteship_webhook
+DATA = biteship_webhook--0.1.0.sql
+PGFILEDESC = "biteship_webhook - Biteship webhook receiver inside PostgreSQL"
+
+# Pure C layers (no backend calls): HTTP framing, transports, payload helpers.
+PURE_OBJS = src/http.o src/transport.o src/payload.o
+# Backend code.
+PG_OBJS = src/module.o src/ingest.o src/ingest_sql.o src/stats.o \
+	src/listener.o src/dispatcher.o
+OBJS = $(PURE_OBJS) $(PG_OBJS)
+
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
+	-Wno-sign-compare -Wno-cast-function-type
+SHLIB_LINK = -lhttp_parser -lcurl -lssl -lcrypto
+
+REGRESS = setup webhooks ingest ordering triggers replay privileges
+REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/regress.conf
+
+TAP_TESTS = 1
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# Unit tests of the pure C layers, built without the server.
+UNIT_CFLAGS = -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -Isrc
+test/unit/test_http: test/unit/test_http.c src/http.c src/transport.c src/http.h src/transport.h
+	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/test_http.c src/http.c src/transport.c -lhttp_parser -lssl -lcrypto
+test/unit/test_payload: test/unit/test_payload.c src/payload.c src/payload.h
+	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/test_payload.c src/payload.c
+
+unitcheck: test/unit/test_http test/unit/test_payload
+	test/unit/test_http
+	test/unit/test_payload
+
+.PHONY: unitcheck
+
+# The TAP tests alone (make installcheck runs pg_regress, then these).
+tapcheck:
+	$(prove_installcheck)
+
+.PHONY: tapcheck

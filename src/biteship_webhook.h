@@ -1,0 +1,121 @@
+/*-------------------------------------------------------------------------
+ *
+ * biteship_webhook.h
+ *	  Declarations shared by the backend side of biteship_webhook: settings,
+ *	  the ingest core, shared-memory statistics and the background workers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BITESHIP_WEBHOOK_H
+#define BITESHIP_WEBHOOK_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "utils/jsonb.h"
+
+#define BW_SCHEMA			"biteship_webhook"
+#define BW_NOTIFY_CHANNEL	"biteship_webhook"
+#define BW_SHA256_LEN		32
+
+/* apply modes */
+typedef enum BwApplyMode
+{
+	BW_APPLY_INLINE,
+	BW_APPLY_DEFERRED
+} BwApplyMode;
+
+/* settings (module.c) */
+extern char *bw_database;
+extern char *bw_role;
+extern char *bw_listen_addresses;
+extern int	bw_port;
+extern int	bw_listener_workers;
+extern int	bw_max_connections;
+extern int	bw_max_body_size;
+extern int	bw_max_header_size;
+extern int	bw_request_timeout;
+extern int	bw_keepalive_timeout;
+extern int	bw_apply_mode;
+extern int	bw_max_apply_attempts;
+extern int	bw_retry_base_delay;
+extern int	bw_event_retention;
+extern int	bw_rejected_body_limit;
+extern int	bw_max_batch_size;
+extern char *bw_trusted_proxies;
+extern char *bw_metrics_allow;
+extern bool bw_ssl;
+extern char *bw_ssl_cert_file;
+extern char *bw_ssl_key_file;
+extern char *bw_ssl_ca_file;
+extern int	bw_ssl_min_protocol_version;
+extern char *bw_ssl_ciphers;
+
+extern bool bw_preloaded;
+
+/* One header of a delivery, as received. */
+typedef struct BwHeader
+{
+	const char *name;
+	const char *value;
+} BwHeader;
+
+/* A webhook's configuration, as the ingest core needs it. */
+typedef struct BwWebhook
+{
+	int32		id;
+	char	   *name;
+	char	   *path;
+	char	   *environment;
+	char	  **events;
+	int			nevents;
+	char	   *signature_key;	/* lower-cased header name, or NULL */
+	int			nsecrets;		/* unexpired secrets */
+	int32	   *secret_ids;
+	uint8	   *secret_digests; /* nsecrets * BW_SHA256_LEN bytes */
+} BwWebhook;
+
+/*
+ * One delivery handed to the ingest core, and its outcome.  The listener
+ * fills the input half for every request of a batch; the core fills the
+ * output half.
+ */
+typedef struct BwDelivery
+{
+	/* input */
+	BwWebhook  *webhook;
+	const char *body;
+	size_t		body_len;
+	const BwHeader *headers;
+	int			nheaders;
+	const char *remote_addr;	/* NULL when unknown */
+	TimestampTz received_at;
+	bool		deferred;		/* store as pending; the dispatcher applies */
+
+	/* output */
+	int			http_status;
+	int64		event_id;		/* 0 when nothing was stored */
+	const char *state;			/* applied, ignored, ping, failed, rejected,
+								 * pending, duplicate */
+	char	   *error;			/* message for the client, or NULL */
+} BwDelivery;
+
+/* ingest.c */
+extern BwWebhook *bw_lookup_webhook(const char *name, const char *path);
+extern void bw_ingest_one(BwDelivery *d);
+extern const char *bw_apply_stored_event(int64 event_id, const char *source,
+										 char **error);
+extern void bw_sha256(const void *data, size_t len, uint8 *digest);
+extern void bw_ingest_reset_plans(void);
+
+/* stats.c */
+extern void bw_shmem_request(void);
+extern void bw_shmem_startup(void);
+extern void bw_stats_count_event(const char *state);
+
+/* listener.c, dispatcher.c */
+extern PGDLLEXPORT void bw_listener_main(Datum main_arg);
+extern PGDLLEXPORT void bw_dispatcher_main(Datum main_arg);
+extern void bw_wake_dispatcher(void);
+
+#endif							/* BITESHIP_WEBHOOK_H */

@@ -1,0 +1,1263 @@
+/*-------------------------------------------------------------------------
+ *
+ * ingest.c
+ *	  The ingest core: verify a delivery, log it durably, deduplicate it and
+ *	  apply it to the orders and status history tables.
+ *
+ * The HTTP listener, the dispatcher and the SQL functions all come through
+ * here, inside a transaction their caller controls.  Each delivery is logged
+ * in the caller's transaction; applying it runs in a subtransaction of its
+ * own, so that a mapping error or an application trigger that raises marks
+ * only that event failed.  Nothing in this file commits.
+ *
+ * Statements are prepared once per process and kept (SPI_keepplan); the
+ * per-event cost is a handful of cached-plan executions and no catalog
+ * look-ups.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <openssl/evp.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/formatting.h"
+#include "utils/inet.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+
+#include "biteship_webhook.h"
+#include "payload.h"
+
+/* longest order_id we accept; Biteship's are 24 characters */
+#define BW_ORDER_ID_MAXLEN 128
+
+/* the events Biteship documents */
+static const char *const known_events[] = {
+	"order.status", "order.waybill_id", "order.price"
+};
+
+typedef enum BwEventKind
+{
+	BW_EVENT_STATUS,
+	BW_EVENT_WAYBILL,
+	BW_EVENT_PRICE,
+	BW_EVENT_UNKNOWN
+} BwEventKind;
+
+/* prepared statements, kept for the life of the process */
+static SPIPlanPtr plan_webhook_by_name = NULL;
+static SPIPlanPtr plan_webhook_by_path = NULL;
+static SPIPlanPtr plan_insert_event = NULL;
+static SPIPlanPtr plan_redelivery = NULL;
+static SPIPlanPtr plan_event_outcome = NULL;
+static SPIPlanPtr plan_load_event = NULL;
+static SPIPlanPtr plan_upsert_status = NULL;
+static SPIPlanPtr plan_upsert_waybill = NULL;
+static SPIPlanPtr plan_upsert_price = NULL;
+static SPIPlanPtr plan_insert_history = NULL;
+
+#define WEBHOOK_SELECT \
+	"SELECT w.id, w.name, w.path, w.environment, w.events, " \
+	"       pg_catalog.lower(w.signature_key), s.id, s.secret_sha256 " \
+	"  FROM biteship_webhook.webhooks w " \
+	"  LEFT JOIN biteship_webhook.webhook_secrets s " \
+	"    ON s.webhook_id = w.id " \
+	"   AND (s.expires_at IS NULL OR s.expires_at > pg_catalog.now()) "
+
+/*
+ * Prepare one statement and keep it for the life of the process.
+ */
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return plan;
+}
+
+/*
+ * Prepare every statement the core runs, once per process.  Must be called
+ * with SPI connected and outside any subtransaction of ours.
+ */
+static void
+prepare_plans(void)
+{
+	if (plan_insert_history != NULL)
+		return;
+
+	{
+		Oid			types[1] = {TEXTOID};
+
+		plan_webhook_by_name = prepare_kept(WEBHOOK_SELECT
+											"WHERE w.name = $1 ORDER BY s.id",
+											1, types);
+		plan_webhook_by_path = prepare_kept(WEBHOOK_SELECT
+											"WHERE w.path = $1 ORDER BY s.id",
+											1, types);
+	}
+	{
+		Oid			types[16] = {INT4OID, TEXTOID, TIMESTAMPTZOID, TEXTOID,
+			TEXTOID, JSONBOID, BYTEAOID, BYTEAOID, INT4OID, JSONBOID,
+			INETOID, INT4OID, INT2OID, TEXTOID, TEXTOID, INT4OID};
+
+		plan_insert_event = prepare_kept(
+										 "INSERT INTO biteship_webhook.events AS e "
+										 " (webhook_id, environment, received_at, event, order_id, "
+										 "  payload, body_sha256, raw_body, body_size, headers, "
+										 "  remote_addr, secret_id, http_status, state, last_error, "
+										 "  attempts, applied_at, last_delivery_at) "
+										 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
+										 "        $13, $14, $15, $16, "
+										 "        CASE WHEN $14 = 'applied' THEN $3 END, $3) "
+										 "ON CONFLICT (webhook_id, body_sha256) WHERE state <> 'rejected' "
+										 "DO NOTHING RETURNING id",
+										 16, types);
+	}
+	{
+		Oid			types[3] = {INT4OID, BYTEAOID, TIMESTAMPTZOID};
+
+		plan_redelivery = prepare_kept(
+									   "UPDATE biteship_webhook.events "
+									   "   SET delivery_count = delivery_count + 1, "
+									   "       last_delivery_at = GREATEST(last_delivery_at, $3) "
+									   " WHERE webhook_id = $1 AND body_sha256 = $2 "
+									   "   AND state <> 'rejected' "
+									   "RETURNING id, state",
+									   3, types);
+	}
+	{
+		Oid			types[7] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, INT4OID,
+		INT4OID, FLOAT8OID};
+
+		/*
+		 * Record the outcome of an apply attempt.  $6 is 1 when this call
+		 * made an attempt the row does not count yet.  A failed event below
+		 * $5 attempts is scheduled for a retry after $7 * 2^(attempts - 1)
+		 * seconds, at most an hour.
+		 */
+		plan_event_outcome = prepare_kept(
+										  "UPDATE biteship_webhook.events SET "
+										  "  state = $2, last_error = $3, notes = $4, "
+										  "  attempts = attempts + $6, "
+										  "  applied_at = CASE WHEN $2 = 'applied' THEN pg_catalog.now() "
+										  "                    ELSE applied_at END, "
+										  "  next_attempt_at = CASE WHEN $2 = 'failed' AND attempts + $6 < $5 "
+										  "    THEN pg_catalog.clock_timestamp() + "
+										  "         pg_catalog.make_interval(secs => "
+										  "           LEAST(3600.0, $7 * pg_catalog.power(2.0, attempts + $6 - 1))) "
+										  "    END "
+										  "WHERE id = $1",
+										  7, types);
+	}
+	{
+		Oid			types[1] = {INT8OID};
+
+		plan_load_event = prepare_kept(
+									   "SELECT e.payload, e.environment, e.state, e.received_at, "
+									   "       w.name, w.events "
+									   "  FROM biteship_webhook.events e "
+									   "  LEFT JOIN biteship_webhook.webhooks w ON w.id = e.webhook_id "
+									   " WHERE e.id = $1 FOR UPDATE OF e",
+									   1, types);
+	}
+	{
+		Oid			types[16] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+			TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+			NUMERICOID, TIMESTAMPTZOID, BOOLOID, INT8OID};
+
+#define KEEP(col) "COALESCE(EXCLUDED." col ", o." col ")"
+		plan_upsert_status = prepare_kept(
+										  "INSERT INTO biteship_webhook.orders AS o "
+										  " (environment, order_id, status, courier_company, courier_type, "
+										  "  courier_tracking_id, courier_waybill_id, courier_link, "
+										  "  courier_driver_name, courier_driver_phone, "
+										  "  courier_driver_photo_url, courier_driver_plate_number, "
+										  "  order_price, status_updated_at, is_final, last_event_id) "
+										  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
+										  "        $13, $14, $15, $16) "
+										  "ON CONFLICT (environment, order_id) DO UPDATE SET "
+										  "  status = " KEEP("status") ", "
+										  "  courier_company = " KEEP("courier_company") ", "
+										  "  courier_type = " KEEP("courier_type") ", "
+										  "  courier_tracking_id = " KEEP("courier_tracking_id") ", "
+										  "  courier_waybill_id = " KEEP("courier_waybill_id") ", "
+										  "  courier_link = " KEEP("courier_link") ", "
+										  "  courier_driver_name = " KEEP("courier_driver_name") ", "
+										  "  courier_driver_phone = " KEEP("courier_driver_phone") ", "
+										  "  courier_driver_photo_url = " KEEP("courier_driver_photo_url") ", "
+										  "  courier_driver_plate_number = " KEEP("courier_driver_plate_number") ", "
+										  "  order_price = " KEEP("order_price") ", "
+										  "  status_updated_at = EXCLUDED.status_updated_at, "
+										  "  is_final = CASE WHEN EXCLUDED.status IS NULL THEN o.is_final "
+										  "                  ELSE EXCLUDED.is_final END, "
+										  "  last_event_id = EXCLUDED.last_event_id, "
+										  "  updated_at = pg_catalog.now() "
+										  "WHERE (o.status_updated_at IS NULL "
+										  "       OR o.status_updated_at <= EXCLUDED.status_updated_at) "
+										  "  AND ROW(o.status, o.courier_company, o.courier_type, "
+										  "          o.courier_tracking_id, o.courier_waybill_id, o.courier_link, "
+										  "          o.courier_driver_name, o.courier_driver_phone, "
+										  "          o.courier_driver_photo_url, o.courier_driver_plate_number, "
+										  "          o.order_price) "
+										  "      IS DISTINCT FROM "
+										  "      ROW(" KEEP("status") ", " KEEP("courier_company") ", "
+										  KEEP("courier_type") ", " KEEP("courier_tracking_id") ", "
+										  KEEP("courier_waybill_id") ", " KEEP("courier_link") ", "
+										  KEEP("courier_driver_name") ", " KEEP("courier_driver_phone") ", "
+										  KEEP("courier_driver_photo_url") ", "
+										  KEEP("courier_driver_plate_number") ", " KEEP("order_price") ")",
+										  16, types);
+	}
+	{
+		Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID};
+
+		plan_upsert_waybill = prepare_kept(
+										   "INSERT INTO biteship_webhook.orders AS o "
+										   " (environment, order_id, courier_tracking_id, courier_waybill_id, "
+										   "  last_event_id) "
+										   "VALUES ($1, $2, $3, $4, $5) "
+										   "ON CONFLICT (environment, order_id) DO UPDATE SET "
+										   "  courier_tracking_id = " KEEP("courier_tracking_id") ", "
+										   "  courier_waybill_id = " KEEP("courier_waybill_id") ", "
+										   "  last_event_id = EXCLUDED.last_event_id, "
+										   "  updated_at = pg_catalog.now() "
+										   "WHERE ROW(o.courier_tracking_id, o.courier_waybill_id) "
+										   "      IS DISTINCT FROM "
+										   "      ROW(" KEEP("courier_tracking_id") ", "
+										   KEEP("courier_waybill_id") ")",
+										   5, types);
+	}
+	{
+		Oid			types[7] = {TEXTOID, TEXTOID, NUMERICOID, NUMERICOID,
+		NUMERICOID, NUMERICOID, INT8OID};
+
+		plan_upsert_price = prepare_kept(
+										 "INSERT INTO biteship_webhook.orders AS o "
+										 " (environment, order_id, price, shipment_fee, "
+										 "  cash_on_delivery_fee, proof_of_delivery_fee, last_event_id) "
+										 "VALUES ($1, $2, $3, $4, $5, $6, $7) "
+										 "ON CONFLICT (environment, order_id) DO UPDATE SET "
+										 "  price = " KEEP("price") ", "
+										 "  shipment_fee = " KEEP("shipment_fee") ", "
+										 "  cash_on_delivery_fee = " KEEP("cash_on_delivery_fee") ", "
+										 "  proof_of_delivery_fee = " KEEP("proof_of_delivery_fee") ", "
+										 "  last_event_id = EXCLUDED.last_event_id, "
+										 "  updated_at = pg_catalog.now() "
+										 "WHERE ROW(o.price, o.shipment_fee, o.cash_on_delivery_fee, "
+										 "          o.proof_of_delivery_fee) "
+										 "      IS DISTINCT FROM "
+										 "      ROW(" KEEP("price") ", " KEEP("shipment_fee") ", "
+										 KEEP("cash_on_delivery_fee") ", "
+										 KEEP("proof_of_delivery_fee") ")",
+										 7, types);
+#undef KEEP
+	}
+	{
+		Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID,
+		INT8OID, TEXTOID, TEXTOID};
+
+		plan_insert_history = prepare_kept(
+										   "INSERT INTO biteship_webhook.order_status_history "
+										   " (environment, order_id, status, occurred_at, event_id, source, note) "
+										   "VALUES ($1, $2, $3, $4, $5, $6, $7) "
+										   "ON CONFLICT DO NOTHING",
+										   7, types);
+	}
+}
+
+/*
+ * SHA-256 of a byte string.
+ */
+void
+bw_sha256(const void *data, size_t len, uint8 *digest)
+{
+	unsigned int dlen = BW_SHA256_LEN;
+
+	if (EVP_Digest(data, len, digest, &dlen, EVP_sha256(), NULL) != 1 ||
+		dlen != BW_SHA256_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not compute SHA-256 digest")));
+}
+
+/* Build a bytea datum from raw bytes. */
+static Datum
+bytes_datum(const void *data, size_t len)
+{
+	bytea	   *b = (bytea *) palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(b, VARHDRSZ + len);
+	if (len > 0)
+		memcpy(VARDATA(b), data, len);
+	return PointerGetDatum(b);
+}
+
+/* Copy a text datum of an SPI result into a C string in context cxt. */
+static char *
+spi_text(HeapTuple tup, TupleDesc desc, int col, MemoryContext cxt)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+	char	   *s;
+
+	if (isnull)
+		return NULL;
+	s = TextDatumGetCString(d);
+	return MemoryContextStrdup(cxt, s);
+}
+
+/*
+ * Look up a webhook by name or by path, with its unexpired secrets.  The
+ * result is allocated in the caller's memory context; NULL when there is no
+ * such webhook.
+ */
+BwWebhook *
+bw_lookup_webhook(const char *name, const char *path)
+{
+	MemoryContext callercxt = CurrentMemoryContext;
+	BwWebhook  *wh = NULL;
+	Datum		arg;
+	int			ret;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_plans();
+
+	arg = CStringGetTextDatum(name != NULL ? name : path);
+	ret = SPI_execute_plan(name != NULL ? plan_webhook_by_name : plan_webhook_by_path,
+						   &arg, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "webhook look-up failed: %s", SPI_result_code_string(ret));
+
+	if (SPI_processed > 0)
+	{
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		HeapTuple	first = SPI_tuptable->vals[0];
+		bool		isnull;
+		ArrayType  *events;
+		Datum	   *elems;
+		bool	   *elemnulls;
+		int			nelems;
+
+		wh = MemoryContextAllocZero(callercxt, sizeof(BwWebhook));
+		wh->id = DatumGetInt32(SPI_getbinval(first, desc, 1, &isnull));
+		wh->name = spi_text(first, desc, 2, callercxt);
+		wh->path = spi_text(first, desc, 3, callercxt);
+		wh->environment = spi_text(first, desc, 4, callercxt);
+		wh->signature_key = spi_text(first, desc, 6, callercxt);
+
+		events = DatumGetArrayTypeP(SPI_getbinval(first, desc, 5, &isnull));
+		deconstruct_array(events, TEXTOID, -1, false, TYPALIGN_INT,
+						  &elems, &elemnulls, &nelems);
+		wh->events = MemoryContextAlloc(callercxt, sizeof(char *) * Max(nelems, 1));
+		for (int i = 0; i < nelems; i++)
+		{
+			if (elemnulls[i])
+				continue;
+			wh->events[wh->nevents++] =
+				MemoryContextStrdup(callercxt, TextDatumGetCString(elems[i]));
+		}
+
+		wh->secret_ids = MemoryContextAlloc(callercxt, sizeof(int32) * SPI_processed);
+		wh->secret_digests = MemoryContextAlloc(callercxt, BW_SHA256_LEN * SPI_processed);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			Datum		id = SPI_getbinval(tup, desc, 7, &isnull);
+			bytea	   *digest;
+
+			if (isnull)
+				continue;
+			digest = DatumGetByteaPP(SPI_getbinval(tup, desc, 8, &isnull));
+			if (VARSIZE_ANY_EXHDR(digest) != BW_SHA256_LEN)
+				continue;
+			wh->secret_ids[wh->nsecrets] = DatumGetInt32(id);
+			memcpy(wh->secret_digests + BW_SHA256_LEN * wh->nsecrets,
+				   VARDATA_ANY(digest), BW_SHA256_LEN);
+			wh->nsecrets++;
+		}
+	}
+
+	SPI_finish();
+	return wh;
+}
+
+/*
+ * Verify the signature header of a delivery against the webhook's secrets.
+ * Every secret is compared, in constant time on SHA-256 digests, so that
+ * neither the secret nor which one matched leaks through timing.  Returns
+ * the matching secret's id, 0 when the webhook needs no signature, or -1
+ * with *reason set when the delivery must be rejected.
+ */
+static int32
+verify_signature(const BwDelivery *d, const char **reason)
+{
+	const BwWebhook *wh = d->webhook;
+	const char *value = NULL;
+	uint8		digest[BW_SHA256_LEN];
+	int32		matched = -1;
+
+	if (wh->signature_key == NULL)
+		return 0;
+
+	for (int i = 0; i < d->nheaders; i++)
+	{
+		if (pg_strcasecmp(d->headers[i].name, wh->signature_key) == 0)
+		{
+			value = d->headers[i].value;
+			break;
+		}
+	}
+	if (value == NULL)
+	{
+		*reason = "signature header is missing";
+		return -1;
+	}
+
+	bw_sha256(value, strlen(value), digest);
+	for (int i = 0; i < wh->nsecrets; i++)
+	{
+		if (bw_timingsafe_equal(digest, wh->secret_digests + BW_SHA256_LEN * i,
+								BW_SHA256_LEN) && matched < 0)
+			matched = wh->secret_ids[i];
+	}
+	if (matched < 0)
+		*reason = wh->nsecrets == 0 ?
+			"webhook has a signature key but no valid secret" :
+			"signature does not match";
+	return matched;
+}
+
+/* Headers whose values never reach the events log. */
+static bool
+header_is_secret(const BwDelivery *d, const char *name)
+{
+	if (d->webhook->signature_key != NULL &&
+		pg_strcasecmp(name, d->webhook->signature_key) == 0)
+		return true;
+	return pg_strcasecmp(name, "authorization") == 0 ||
+		pg_strcasecmp(name, "proxy-authorization") == 0 ||
+		pg_strcasecmp(name, "cookie") == 0 ||
+		pg_strcasecmp(name, "x-api-key") == 0;
+}
+
+/*
+ * The request headers as a jsonb object with lower-cased names, the
+ * signature header and credentials redacted.
+ */
+static Datum
+headers_jsonb(const BwDelivery *d)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (int i = 0; i < d->nheaders; i++)
+	{
+		JsonbValue	k,
+					v;
+		char	   *lname = asc_tolower(d->headers[i].name, strlen(d->headers[i].name));
+		const char *value = header_is_secret(d, lname) ? "[redacted]" : d->headers[i].value;
+
+		/* keep the log valid text even if a client sent raw bytes */
+		if (!pg_verifymbstr(lname, strlen(lname), true) ||
+			!pg_verifymbstr(value, strlen(value), true))
+			continue;
+		k.type = jbvString;
+		k.val.string.val = lname;
+		k.val.string.len = strlen(lname);
+		v.type = jbvString;
+		v.val.string.val = (char *) value;
+		v.val.string.len = strlen(value);
+		pushJsonbValue(&state, WJB_KEY, &k);
+		pushJsonbValue(&state, WJB_VALUE, &v);
+	}
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return JsonbPGetDatum(JsonbValueToJsonb(res));
+}
+
+/* Look up a top-level key of a jsonb object. */
+static JsonbValue *
+jb_get(Jsonb *jb, const char *key, JsonbValue *buf)
+{
+	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
+		return NULL;
+	return getKeyJsonValueFromContainer(&jb->root, key, strlen(key), buf);
+}
+
+/*
+ * A scalar field as a C string: strings as they are, numbers and booleans
+ * in their text form.  NULL for null or missing; objects and arrays are
+ * noted and become NULL.
+ */
+static char *
+jb_text(Jsonb *jb, const char *key, StringInfo notes)
+{
+	JsonbValue	buf;
+	JsonbValue *v = jb_get(jb, key, &buf);
+
+	if (v == NULL)
+		return NULL;
+	switch (v->type)
+	{
+		case jbvString:
+			return pnstrdup(v->val.string.val, v->val.string.len);
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out,
+													   NumericGetDatum(v->val.numeric)));
+		case jbvBool:
+			return pstrdup(v->val.boolean ? "true" : "false");
+		case jbvNull:
+			return NULL;
+		default:
+			appendStringInfo(notes, "%s%s: not a scalar, ignored",
+							 notes->len > 0 ? "; " : "", key);
+			return NULL;
+	}
+}
+
+/*
+ * A money field as a numeric datum.  Numbers sent as strings are accepted;
+ * anything that does not parse becomes NULL with a note.
+ */
+static bool
+jb_numeric(Jsonb *jb, const char *key, StringInfo notes, Datum *result)
+{
+	JsonbValue	buf;
+	JsonbValue *v = jb_get(jb, key, &buf);
+	char		num[64];
+
+	if (v == NULL || v->type == jbvNull)
+		return false;
+	if (v->type == jbvNumeric)
+	{
+		*result = NumericGetDatum(v->val.numeric);
+		return true;
+	}
+	if (v->type == jbvString &&
+		bw_parse_decimal(v->val.string.val, v->val.string.len, num, sizeof(num)))
+	{
+		*result = DirectFunctionCall3(numeric_in, CStringGetDatum(num),
+									  ObjectIdGetDatum(InvalidOid),
+									  Int32GetDatum(-1));
+		return true;
+	}
+	appendStringInfo(notes, "%s%s: not a number, stored as NULL",
+					 notes->len > 0 ? "; " : "", key);
+	return false;
+}
+
+/*
+ * A timestamp field.  ISO-8601 with Z, an offset, or none (UTC), and any
+ * fraction of a second.  Anything else becomes NULL with a note.
+ */
+static bool
+jb_timestamp(Jsonb *jb, const char *key, StringInfo notes, TimestampTz *result)
+{
+	JsonbValue	buf;
+	JsonbValue *v = jb_get(jb, key, &buf);
+	int64		usec;
+
+	if (v == NULL || v->type == jbvNull)
+		return false;
+	if (v->type == jbvString &&
+		bw_parse_timestamp(v->val.string.val, v->val.string.len, &usec))
+	{
+		*result = usec -
+			((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
+		return true;
+	}
+	appendStringInfo(notes, "%s%s: not an ISO-8601 timestamp, ignored",
+					 notes->len > 0 ? "; " : "", key);
+	return false;
+}
+
+static BwEventKind
+event_kind(const char *event)
+{
+	if (event == NULL)
+		return BW_EVENT_UNKNOWN;
+	for (int i = 0; i < lengthof(known_events); i++)
+	{
+		if (strcmp(event, known_events[i]) == 0)
+			return (BwEventKind) i;
+	}
+	return BW_EVENT_UNKNOWN;
+}
+
+static bool
+webhook_subscribes(char **events, int nevents, const char *event)
+{
+	for (int i = 0; i < nevents; i++)
+	{
+		if (strcmp(events[i], event) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Why an event is ignored, or NULL when it is to be applied.
+ */
+static const char *
+ignore_reason(const char *event, char **events, int nevents)
+{
+	if (event == NULL)
+		return "payload has no event name";
+	if (event_kind(event) == BW_EVENT_UNKNOWN)
+		return psprintf("unknown event \"%s\"", event);
+	if (!webhook_subscribes(events, nevents, event))
+		return psprintf("webhook is not subscribed to \"%s\"", event);
+	return NULL;
+}
+
+/* Run a kept plan and insist on the expected result code. */
+static void
+exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
+{
+	int			ret = SPI_execute_plan(plan, values, nulls, false, 0);
+
+	if (ret != expected)
+		elog(ERROR, "statement failed: %s", SPI_result_code_string(ret));
+}
+
+static inline Datum
+text_or_null(const char *s, char *nullflag)
+{
+	if (s == NULL)
+	{
+		*nullflag = 'n';
+		return (Datum) 0;
+	}
+	*nullflag = ' ';
+	return CStringGetTextDatum(s);
+}
+
+/*
+ * Send the NOTIFY that tells listening applications an event was applied.
+ */
+static void
+notify_applied(int64 event_id, const char *webhook, const char *environment,
+			   const char *event, const char *order_id, const char *status)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"event_id\":" INT64_FORMAT ",\"webhook\":", event_id);
+	escape_json(&buf, webhook != NULL ? webhook : "");
+	appendStringInfoString(&buf, ",\"environment\":");
+	escape_json(&buf, environment);
+	appendStringInfoString(&buf, ",\"event\":");
+	escape_json(&buf, event);
+	appendStringInfoString(&buf, ",\"order_id\":");
+	escape_json(&buf, order_id);
+	appendStringInfoString(&buf, ",\"status\":");
+	if (status != NULL)
+		escape_json(&buf, status);
+	else
+		appendStringInfoString(&buf, "null");
+	appendStringInfoChar(&buf, '}');
+	Async_Notify(BW_NOTIFY_CHANNEL, buf.data);
+}
+
+/*
+ * Map one verified, parsed payload onto orders and the status history.
+ * Raises an ERROR when the payload cannot be applied; the caller runs this
+ * in a subtransaction.  Notes about values that could not be parsed are
+ * appended to notes.
+ */
+static void
+apply_payload(int64 event_id, const char *webhook, const char *environment,
+			  Jsonb *payload, TimestampTz received_at, const char *source,
+			  StringInfo notes)
+{
+	char	   *event = jb_text(payload, "event", notes);
+	char	   *order_id = jb_text(payload, "order_id", notes);
+	char	   *raw_status = jb_text(payload, "status", notes);
+	char		status[BW_STATUS_MAXLEN + 1];
+	bool		have_status = false;
+	Datum		values[16];
+	char		nulls[16];
+	int			i;
+
+	if (order_id == NULL || order_id[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("payload has no order_id")));
+	if (strlen(order_id) > BW_ORDER_ID_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("order_id is longer than %d characters", BW_ORDER_ID_MAXLEN)));
+
+	if (raw_status != NULL && raw_status[0] != '\0')
+	{
+		bw_normalize_status(raw_status, strlen(raw_status), status, sizeof(status));
+		have_status = true;
+	}
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = CStringGetTextDatum(environment);
+	values[1] = CStringGetTextDatum(order_id);
+
+	switch (event_kind(event))
+	{
+		case BW_EVENT_STATUS:
+			{
+				static const char *const fields[] = {
+					"courier_company", "courier_type", "courier_tracking_id",
+					"courier_waybill_id", "courier_link", "courier_driver_name",
+					"courier_driver_phone", "courier_driver_photo_url",
+					"courier_driver_plate_number"
+				};
+				TimestampTz occurred_at;
+
+				if (!jb_timestamp(payload, "updated_at", notes, &occurred_at))
+					occurred_at = received_at;
+
+				values[2] = text_or_null(have_status ? status : NULL, &nulls[2]);
+				for (i = 0; i < lengthof(fields); i++)
+					values[3 + i] = text_or_null(jb_text(payload, fields[i], notes),
+												 &nulls[3 + i]);
+				if (!jb_numeric(payload, "order_price", notes, &values[12]))
+					nulls[12] = 'n';
+				values[13] = TimestampTzGetDatum(occurred_at);
+				values[14] = BoolGetDatum(have_status && bw_status_is_final(status));
+				values[15] = Int64GetDatum(event_id);
+				exec_plan(plan_upsert_status, values, nulls, SPI_OK_INSERT);
+
+				if (have_status)
+				{
+					Datum		hv[7];
+					char		hn[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+					hv[0] = values[0];
+					hv[1] = values[1];
+					hv[2] = CStringGetTextDatum(status);
+					hv[3] = TimestampTzGetDatum(occurred_at);
+					hv[4] = Int64GetDatum(event_id);
+					hv[5] = CStringGetTextDatum(source);
+					hv[6] = text_or_null(notes->len > 0 ? notes->data : NULL, &hn[6]);
+					exec_plan(plan_insert_history, hv, hn, SPI_OK_INSERT);
+				}
+				else
+					appendStringInfo(notes, "%sstatus: missing, order status unchanged",
+									 notes->len > 0 ? "; " : "");
+				break;
+			}
+		case BW_EVENT_WAYBILL:
+			values[2] = text_or_null(jb_text(payload, "courier_tracking_id", notes), &nulls[2]);
+			values[3] = text_or_null(jb_text(payload, "courier_waybill_id", notes), &nulls[3]);
+			values[4] = Int64GetDatum(event_id);
+			exec_plan(plan_upsert_waybill, values, nulls, SPI_OK_INSERT);
+			break;
+		case BW_EVENT_PRICE:
+			{
+				static const char *const fields[] = {
+					"price", "shippment_fee", "cash_on_delivery_fee",
+					"proof_of_delivery_fee"
+				};
+
+				for (i = 0; i < lengthof(fields); i++)
+				{
+					if (!jb_numeric(payload, fields[i], notes, &values[2 + i]))
+						nulls[2 + i] = 'n';
+				}
+				/* tolerate the correct spelling too */
+				if (nulls[3] == 'n' &&
+					jb_numeric(payload, "shipment_fee", notes, &values[3]))
+					nulls[3] = ' ';
+				values[6] = Int64GetDatum(event_id);
+				exec_plan(plan_upsert_price, values, nulls, SPI_OK_INSERT);
+				break;
+			}
+		case BW_EVENT_UNKNOWN:
+			/* callers filter these out first */
+			elog(ERROR, "cannot apply unknown event \"%s\"", event ? event : "");
+	}
+
+	notify_applied(event_id, webhook, environment, event, order_id,
+				   have_status ? status : NULL);
+}
+
+/*
+ * Apply a payload in a subtransaction of its own.  Returns NULL on success,
+ * or the error message (in the caller's context) after rolling back only
+ * the subtransaction.  A query cancel is not swallowed: it is re-thrown.
+ */
+static char *
+apply_in_subxact(int64 event_id, const char *webhook, const char *environment,
+				 Jsonb *payload, TimestampTz received_at, const char *source,
+				 StringInfo notes)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	char	   *volatile error = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+
+	PG_TRY();
+	{
+		apply_payload(event_id, webhook, environment, payload, received_at,
+					  source, notes);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);
+
+		if (edata->detail != NULL)
+			error = psprintf("%s (%s)", edata->message, edata->detail);
+		else
+			error = pstrdup(edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+
+	return error;
+}
+
+/*
+ * Parse the body into jsonb, in a subtransaction, so that no input can do
+ * more than produce an error message.  Returns NULL and sets *error when
+ * the body is not valid JSON in a valid encoding.
+ */
+static Jsonb *
+parse_body(const char *body, size_t len, char **error)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	Jsonb	   *volatile result = NULL;
+
+	if (memchr(body, '\0', len) != NULL)
+	{
+		*error = pstrdup("body contains a NUL byte");
+		return NULL;
+	}
+	if (!pg_verify_mbstr(PG_UTF8, body, len, true))
+	{
+		*error = pstrdup("body is not valid UTF-8");
+		return NULL;
+	}
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+
+	PG_TRY();
+	{
+		char	   *text = pg_any_to_server(body, len, PG_UTF8);
+
+		if (text == body)
+			text = pnstrdup(body, len);
+		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);
+		*error = psprintf("body is not valid JSON: %s", edata->message);
+		FreeErrorData(edata);
+		result = NULL;
+	}
+	PG_END_TRY();
+
+	return result;
+}
+
+/*
+ * Insert the event row; returns its id, or 0 when an event with the same
+ * body already exists for this webhook (then *existing_id and
+ * *existing_state describe it and its delivery count has been bumped).
+ */
+static int64
+insert_event(const BwDelivery *d, const char *event, const char *order_id,
+			 Jsonb *payload, const uint8 *digest, bool keep_raw,
+			 int32 secret_id, const char *state, const char *error,
+			 int attempts, const char **existing_state)
+{
+	Datum		values[16];
+	char		nulls[16];
+	size_t		raw_len = d->body_len;
+	int			ret;
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int32GetDatum(d->webhook->id);
+	values[1] = CStringGetTextDatum(d->webhook->environment);
+	values[2] = TimestampTzGetDatum(d->received_at);
+	values[3] = text_or_null(event, &nulls[3]);
+	values[4] = text_or_null(order_id, &nulls[4]);
+	if (payload != NULL)
+		values[5] = JsonbPGetDatum(payload);
+	else
+		nulls[5] = 'n';
+	values[6] = bytes_datum(digest, BW_SHA256_LEN);
+	if (keep_raw)
+	{
+		if (raw_len > (size_t) bw_rejected_body_limit)
+			raw_len = bw_rejected_body_limit;
+		values[7] = bytes_datum(d->body, raw_len);
+	}
+	else
+		nulls[7] = 'n';
+	values[8] = Int32GetDatum((int32) Min(d->body_len, PG_INT32_MAX));
+	values[9] = headers_jsonb(d);
+	if (d->remote_addr != NULL)
+		values[10] = DirectFunctionCall1(inet_in, CStringGetDatum(d->remote_addr));
+	else
+		nulls[10] = 'n';
+	if (secret_id > 0)
+		values[11] = Int32GetDatum(secret_id);
+	else
+		nulls[11] = 'n';
+	values[12] = Int16GetDatum((int16) d->http_status);
+	values[13] = CStringGetTextDatum(state);
+	values[14] = text_or_null(error, &nulls[14]);
+	values[15] = Int32GetDatum(attempts);
+
+	ret = SPI_execute_plan(plan_insert_event, values, nulls, false, 0);
+	if (ret != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not insert event: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	}
+
+	/* A redelivery: bump the original. */
+	{
+		Datum		uv[3];
+		bool		isnull;
+		int64		id;
+
+		uv[0] = values[0];
+		uv[1] = values[6];
+		uv[2] = values[2];
+		ret = SPI_execute_plan(plan_redelivery, uv, NULL, false, 0);
+		if (ret != SPI_OK_UPDATE_RETURNING || SPI_processed != 1)
+			elog(ERROR, "could not record redelivery: %s", SPI_result_code_string(ret));
+		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 1, &isnull));
+		*existing_state = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+															SPI_tuptable->tupdesc, 2, &isnull));
+		return -id;
+	}
+}
+
+/* Record an apply outcome on an event row. */
+static void
+record_outcome(int64 event_id, const char *state, const char *error,
+			   const char *notes, bool new_attempt)
+{
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	values[0] = Int64GetDatum(event_id);
+	values[1] = CStringGetTextDatum(state);
+	values[2] = text_or_null(error, &nulls[2]);
+	values[3] = text_or_null(notes, &nulls[3]);
+	values[4] = Int32GetDatum(bw_max_apply_attempts);
+	values[5] = Int32GetDatum(new_attempt ? 1 : 0);
+	values[6] = Float8GetDatum(bw_retry_base_delay / 1000.0);
+	exec_plan(plan_event_outcome, values, nulls, SPI_OK_UPDATE);
+}
+
+/*
+ * Ingest one delivery: verify it, log it and apply it.  Must run inside a
+ * transaction; never commits.  Every outcome is reported through d's
+ * output fields; only trouble with the database itself raises an ERROR,
+ * which the caller turns into a 503 for the whole batch.
+ */
+void
+bw_ingest_one(BwDelivery *d)
+{
+	MemoryContext callercxt = CurrentMemoryContext;
+	uint8		digest[BW_SHA256_LEN];
+	const char *reason = NULL;
+	char	   *error = NULL;
+	int32		secret_id;
+	Jsonb	   *payload = NULL;
+	char	   *event = NULL;
+	char	   *order_id = NULL;
+	const char *state;
+	const char *existing_state = NULL;
+	const char *ignored = NULL;
+	StringInfoData notes;
+	int64		id;
+
+	d->event_id = 0;
+	d->error = NULL;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_plans();
+	initStringInfo(&notes);
+
+	bw_sha256(d->body, d->body_len, digest);
+
+	/*
+	 * The installation check comes first: Biteship refuses to save a webhook
+	 * unless its empty request is answered 200, with or without the
+	 * signature header.
+	 */
+	if (bw_body_is_ping(d->body, d->body_len))
+	{
+		secret_id = verify_signature(d, &reason);
+		d->http_status = 200;
+		state = "ping";
+		if (d->body_len > 0 && !bw_body_looks_like_object(d->body, d->body_len))
+			payload = NULL;
+		else if (d->body_len > 0)
+			payload = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+		id = insert_event(d, NULL, NULL, payload, digest, false,
+						  secret_id > 0 ? secret_id : 0, state, NULL, 0,
+						  &existing_state);
+		goto done;
+	}
+
+	secret_id = verify_signature(d, &reason);
+	if (secret_id < 0)
+	{
+		d->http_status = 401;
+		state = "rejected";
+		error = pstrdup(reason);
+		id = insert_event(d, NULL, NULL, NULL, digest, true, 0, state, error,
+						  0, &existing_state);
+		goto done;
+	}
+
+	if (!bw_body_looks_like_object(d->body, d->body_len))
+		error = pstrdup("body is not a JSON object");
+	else
+		payload = parse_body(d->body, d->body_len, &error);
+	if (payload != NULL && !JB_ROOT_IS_OBJECT(payload))
+	{
+		payload = NULL;
+		error = pstrdup("body is not a JSON object");
+	}
+	if (payload == NULL)
+	{
+		d->http_status = 400;
+		state = "rejected";
+		id = insert_event(d, NULL, NULL, NULL, digest, true, secret_id, state,
+						  error, 0, &existing_state);
+		goto done;
+	}
+
+	/* A verified, well-formed delivery is accepted from here on. */
+	d->http_status = 200;
+	event = jb_text(payload, "event", &notes);
+	order_id = jb_text(payload, "order_id", &notes);
+	if (order_id != NULL && strlen(order_id) > BW_ORDER_ID_MAXLEN)
+		order_id[BW_ORDER_ID_MAXLEN] = '\0';
+	if (event != NULL && strlen(event) > 128)
+		event[128] = '\0';
+	ignored = ignore_reason(event, d->webhook->events, d->webhook->nevents);
+
+	if (ignored != NULL)
+		state = "ignored";
+	else if (d->deferred)
+		state = "pending";
+	else
+		state = "applied";
+
+	id = insert_event(d, event, order_id, payload, digest, false, secret_id,
+					  state, ignored, strcmp(state, "applied") == 0 ? 1 : 0,
+					  &existing_state);
+
+	if (id > 0 && strcmp(state, "applied") == 0)
+	{
+		resetStringInfo(&notes);
+		error = apply_in_subxact(id, d->webhook->name, d->webhook->environment,
+								 payload, d->received_at, "webhook", &notes);
+		if (error != NULL)
+		{
+			state = "failed";
+			/* attempts was set to 1 by the insert; the outcome adds one */
+			record_outcome(id, state, error, notes.len > 0 ? notes.data : NULL, false);
+		}
+		else if (notes.len > 0)
+			record_outcome(id, state, NULL, notes.data, false);
+	}
+
+done:
+	if (id < 0)
+	{
+		/* a redelivery of an event we already have */
+		d->event_id = -id;
+		d->state = "duplicate";
+		d->http_status = 200;
+		d->error = NULL;
+		bw_stats_count_event("duplicate");
+	}
+	else
+	{
+		d->event_id = id;
+		d->state = state;
+		d->error = error ? MemoryContextStrdup(callercxt, error) : NULL;
+		bw_stats_count_event(state);
+	}
+	(void) existing_state;
+
+	SPI_finish();
+}
+
+/*
+ * Apply a stored event again (replay, retries, deferred mode).  Returns the
+ * event's new state; *error receives the failure message, if any.  Rejected
+ * events cannot be replayed: they were never verified.
+ */
+const char *
+bw_apply_stored_event(int64 event_id, const char *source, char **error)
+{
+	MemoryContext callercxt = CurrentMemoryContext;
+	Datum		arg = Int64GetDatum(event_id);
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Jsonb	   *payload;
+	char	   *environment;
+	char	   *state;
+	char	   *webhook;
+	char	  **events = NULL;
+	int			nevents = 0;
+	TimestampTz received_at;
+	const char *ignored;
+	const char *newstate;
+	char	   *err = NULL;
+	StringInfoData notes;
+	int			ret;
+
+	*error = NULL;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_plans();
+	initStringInfo(&notes);
+
+	ret = SPI_execute_plan(plan_load_event, &arg, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not load event: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("event " INT64_FORMAT " does not exist", event_id)));
+
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	environment = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	state = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+	received_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+	webhook = SPI_getvalue(tup, desc, 5);
+
+	if (strcmp(state, "rejected") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot replay event " INT64_FORMAT, event_id),
+				 errdetail("The event was rejected and was never verified."),
+				 errhint("Resend it from Biteship's dashboard once the webhook is configured correctly.")));
+	if (strcmp(state, "ping") == 0)
+	{
+		SPI_finish();
+		return "ping";
+	}
+
+	payload = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 1, &isnull));
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("event " INT64_FORMAT " has no payload to replay", event_id)));
+
+	if (webhook != NULL)
+	{
+		ArrayType  *arr = DatumGetArrayTypeP(SPI_getbinval(tup, desc, 6, &isnull));
+		Datum	   *elems;
+		bool	   *elemnulls;
+		int			nelems;
+
+		deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT,
+						  &elems, &elemnulls, &nelems);
+		events = palloc(sizeof(char *) * Max(nelems, 1));
+		for (int i = 0; i < nelems; i++)
+		{
+			if (!elemnulls[i])
+				events[nevents++] = TextDatumGetCString(elems[i]);
+		}
+	}
+	else
+	{
+		/* the webhook is gone: apply whatever we know how to */
+		static char *all[] = {"order.status", "order.waybill_id", "order.price"};
+
+		events = all;
+		nevents = lengthof(all);
+	}
+
+	{
+		char	   *event = jb_text(payload, "event", &notes);
+
+		ignored = ignore_reason(event, events, nevents);
+	}
+	resetStringInfo(&notes);
+
+	if (ignored != NULL)
+	{
+		newstate = "ignored";
+		err = (char *) ignored;
+	}
+	else
+	{
+		err = apply_in_subxact(event_id, webhook, environment, payload,
+							   received_at, source, &notes);
+		newstate = err != NULL ? "failed" : "applied";
+	}
+	record_outcome(event_id, newstate, err, notes.len > 0 ? notes.data : NULL,
+				   ignored == NULL);
+	bw_stats_count_event(newstate);
+
+	if (err != NULL)
+		*error = MemoryContextStrdup(callercxt, err);
+	SPI_finish();
+	return newstate;
+}
