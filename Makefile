@@ -6,7 +6,7 @@ DATA = biteship_webhook--0.1.0.sql
 PGFILEDESC = "biteship_webhook - Biteship webhook receiver inside PostgreSQL"
 
 # Pure C layers (no backend calls): HTTP framing, transports, payload helpers.
-PURE_OBJS = src/http.o src/transport.o src/payload.o
+PURE_OBJS = src/http.o src/transport.o src/tls.o src/payload.o src/netaddr.o
 # Backend code.
 PG_OBJS = src/module.o src/ingest.o src/ingest_sql.o src/stats.o \
 	src/listener.o src/dispatcher.o

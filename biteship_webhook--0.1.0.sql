@@ -268,8 +268,22 @@ RETURNS SETOF record
 LANGUAGE C STRICT
 AS 'MODULE_PATHNAME', 'bw_stats';
 
+-- The counters, plus the backlog of work the dispatcher has not done yet.
 CREATE VIEW biteship_webhook.stats AS
-	SELECT name, labels, value FROM biteship_webhook.stats();
+	SELECT name, labels, value FROM biteship_webhook.stats()
+	UNION ALL
+	SELECT 'backlog_events', jsonb_build_object('state', s.state), count(e.id)::float8
+	  FROM (VALUES ('failed'), ('pending')) s(state)
+	  LEFT JOIN biteship_webhook.events e
+	    ON e.state = s.state AND e.state IN ('failed', 'pending')
+	 GROUP BY s.state
+	UNION ALL
+	SELECT 'backlog_oldest_age_seconds', jsonb_build_object('state', s.state),
+	       COALESCE(extract(epoch FROM now() - min(e.received_at)), 0)::float8
+	  FROM (VALUES ('failed'), ('pending')) s(state)
+	  LEFT JOIN biteship_webhook.events e
+	    ON e.state = s.state AND e.state IN ('failed', 'pending')
+	 GROUP BY s.state;
 
 --
 -- Privileges: nothing for PUBLIC.  See README.md for the grants an

@@ -76,6 +76,41 @@ static SPIPlanPtr plan_insert_history = NULL;
 	"    ON s.webhook_id = w.id " \
 	"   AND (s.expires_at IS NULL OR s.expires_at > pg_catalog.now()) "
 
+/* set when this transaction left work for the dispatcher */
+static bool wake_at_commit = false;
+static bool xact_callback_registered = false;
+
+/*
+ * At commit, wake the dispatcher if this transaction stored pending events
+ * or failed ones it should retry.  Waking it earlier would be useless: it
+ * could not see the rows yet.
+ */
+static void
+wake_dispatcher_xact_callback(XactEvent event, void *arg)
+{
+	if (!wake_at_commit)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
+		wake_at_commit = false;
+		bw_wake_dispatcher();
+	}
+	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		wake_at_commit = false;
+}
+
+/* Ask for the dispatcher to be woken when this transaction commits. */
+static void
+wake_dispatcher_at_commit(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(wake_dispatcher_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_at_commit = true;
+}
+
 /*
  * Prepare one statement and keep it for the life of the process.
  */
@@ -122,10 +157,11 @@ prepare_plans(void)
 										 " (webhook_id, environment, received_at, event, order_id, "
 										 "  payload, body_sha256, raw_body, body_size, headers, "
 										 "  remote_addr, secret_id, http_status, state, last_error, "
-										 "  attempts, applied_at, last_delivery_at) "
+										 "  attempts, applied_at, last_delivery_at, next_attempt_at) "
 										 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
 										 "        $13, $14, $15, $16, "
-										 "        CASE WHEN $14 = 'applied' THEN $3 END, $3) "
+										 "        CASE WHEN $14 = 'applied' THEN $3 END, $3, "
+										 "        CASE WHEN $14 = 'pending' THEN $3 END) "
 										 "ON CONFLICT (webhook_id, body_sha256) WHERE state <> 'rejected' "
 										 "DO NOTHING RETURNING id",
 										 16, types);
@@ -1136,6 +1172,8 @@ done:
 	{
 		d->event_id = id;
 		d->state = state;
+		if (strcmp(state, "pending") == 0 || strcmp(state, "failed") == 0)
+			wake_dispatcher_at_commit();
 		d->error = error ? MemoryContextStrdup(callercxt, error) : NULL;
 		bw_stats_count_event(state);
 	}
