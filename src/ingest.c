@@ -844,6 +844,7 @@ apply_in_subxact(int64 event_id, const char *webhook, const char *environment,
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
+	uint32		save_holdoff = InterruptHoldoffCount;
 	char	   *volatile error = NULL;
 
 	BeginInternalSubTransaction(NULL);
@@ -867,6 +868,12 @@ apply_in_subxact(int64 event_id, const char *webhook, const char *environment,
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
+
+		/*
+		 * An ERROR resets the interrupt holdoff count; restore the caller's,
+		 * so that a listener holding interrupts for its batch keeps them held.
+		 */
+		InterruptHoldoffCount = save_holdoff;
 
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 			ReThrowError(edata);
@@ -892,6 +899,7 @@ parse_body(const char *body, size_t len, char **error)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
+	uint32		save_holdoff = InterruptHoldoffCount;
 	Jsonb	   *volatile result = NULL;
 
 	if (memchr(body, '\0', len) != NULL)
@@ -929,6 +937,12 @@ parse_body(const char *body, size_t len, char **error)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
+
+		/*
+		 * An ERROR resets the interrupt holdoff count; restore the caller's,
+		 * so that a listener holding interrupts for its batch keeps them held.
+		 */
+		InterruptHoldoffCount = save_holdoff;
 
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 			ReThrowError(edata);

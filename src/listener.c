@@ -74,6 +74,7 @@ typedef struct Client
 	int			fd;
 	uint32		epoll_mask;		/* interest currently registered */
 	bool		ready;			/* may have complete requests queued */
+	bool		answered;		/* answered this turn: parse what is buffered */
 	char		peer[BW_ADDRSTRLEN];
 	struct Client *prev;
 	struct Client *next;
@@ -666,6 +667,7 @@ run_batch_transaction(Job *jobs, int njobs)
 	MemoryContext oldcxt = CurrentMemoryContext;
 	TimestampTz batch_now = GetCurrentTimestamp();
 	int64		mono_now = now_ms();
+	uint32		save_holdoff = InterruptHoldoffCount;
 	volatile bool committed = false;
 
 	SetCurrentStatementStartTimestamp();
@@ -709,6 +711,8 @@ run_batch_transaction(Job *jobs, int njobs)
 		EmitErrorReport();
 		FlushErrorState();
 		AbortCurrentTransaction();
+		/* an ERROR resets the holdoff count; the batch still holds them */
+		InterruptHoldoffCount = save_holdoff;
 	}
 	PG_END_TRY();
 
@@ -767,6 +771,10 @@ process_batch(void)
 	if (njobs == 0)
 		return leftover;
 
+	/*
+	 * Interrupts are held for the batch: a SIGTERM lets it commit and be
+	 * answered, and the worker exits at the next turn of the loop.
+	 */
 	if (any_db)
 	{
 		HOLD_INTERRUPTS();
@@ -779,13 +787,13 @@ process_batch(void)
 	for (int i = 0; i < njobs; i++)
 	{
 		Job		   *job = &jobs[i];
-		bool		head = job->req->method == HTTP_HEAD;
 		double		secs = (t_end - job->req->received_at_ms) / 1000.0;
 		const char *extra = job->extra_headers;
 
 		bw_stats_local_request(&local_stats, job->webhook, job->status, secs);
 		bw_conn_respond(job->client->conn, job->req, job->status, extra,
-						job->body, head ? 0 : strlen(job->body), job->close_after);
+						job->body, strlen(job->body), job->close_after);
+		job->client->answered = true;
 	}
 	bw_stats_local_batch(&local_stats, njobs);
 	return leftover;
@@ -808,6 +816,27 @@ flush_clients(void)
 		{
 			drop_client(c);
 			continue;
+		}
+
+		/*
+		 * Answering frees pipeline slots.  Requests already in the input
+		 * buffer raise no new socket event, so parse them now.
+		 */
+		if (c->answered)
+		{
+			c->answered = false;
+			if (bw_conn_want_read(c->conn))
+			{
+				int			rc = bw_conn_on_readable(c->conn, now);
+
+				if (rc > 0)
+					c->ready = true;
+				else if (rc < 0 && !bw_conn_want_write(c->conn))
+				{
+					drop_client(c);
+					continue;
+				}
+			}
 		}
 		update_interest(c);
 	}
@@ -838,6 +867,13 @@ service_clients(void)
 		}
 		if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
 		{
+			/* a paused connection does not read, so would miss a reset */
+			if ((evs[i].events & EPOLLERR) ||
+				((evs[i].events & EPOLLHUP) && !bw_conn_want_read(c->conn)))
+			{
+				drop_client(c);
+				continue;
+			}
 			rc = bw_conn_on_readable(c->conn, now);
 			if (rc < 0)
 			{
@@ -849,6 +885,18 @@ service_clients(void)
 		}
 		update_interest(c);
 	}
+}
+
+/* Has any client complete requests waiting for the next batch? */
+static bool
+any_client_ready(void)
+{
+	for (Client *c = clients; c != NULL; c = c->next)
+	{
+		if (c->ready)
+			return true;
+	}
+	return false;
 }
 
 /*
@@ -930,7 +978,9 @@ bw_listener_main(Datum main_arg)
 		long		timeout;
 		int			n;
 
-		timeout = leftover ? 0 : check_timeouts();
+		timeout = check_timeouts();
+		if (leftover || any_client_ready())
+			timeout = 0;
 		n = WaitEventSetWait(wes, timeout, events, lengthof(events),
 							 PG_WAIT_EXTENSION);
 

@@ -1,0 +1,157 @@
+# Copyright (c) biteship_webhook authors
+#
+# Helpers shared by the TAP tests: a PostgreSQL::Test::Cluster node with
+# biteship_webhook preloaded and its listener on a free loopback port, and
+# small HTTP clients (curl, and raw sockets for what curl will not send).
+package BiteshipNode;
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use IO::Socket::INET;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep time);
+
+our @EXPORT = qw(bw_node bw_setup_webhook http http_raw wait_for_http
+  fixture $SECRET $SIG_HEADER);
+
+our $SECRET = 'tap-secret-1';
+our $SIG_HEADER = 'X-Biteship-Signature';
+
+# A free TCP port on 127.0.0.1.
+sub free_port
+{
+	for (1 .. 100)
+	{
+		my $port = 20000 + int(rand(30000));
+		my $s = IO::Socket::INET->new(
+			LocalAddr => '127.0.0.1',
+			LocalPort => $port,
+			Proto => 'tcp',
+			ReuseAddr => 0);
+		if ($s)
+		{
+			close($s);
+			return $port;
+		}
+	}
+	die "no free port";
+}
+
+# bw_node(name, extra_conf) -> node, started, with the listener on
+# $node->{bw_port}.
+sub bw_node
+{
+	my ($name, %opts) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(%{ $opts{init} // {} });
+	my $port = free_port();
+	$node->append_conf(
+		'postgresql.conf', qq{
+shared_preload_libraries = 'biteship_webhook'
+biteship_webhook.listen_addresses = '127.0.0.1'
+biteship_webhook.port = $port
+biteship_webhook.retry_base_delay = '200ms'
+log_min_messages = info
+} . ($opts{conf} // ''));
+	$node->{bw_port} = $port;
+	$node->start unless $opts{no_start};
+	return $node;
+}
+
+# Install the extension and a signed webhook 'live' at /biteship/live.
+sub bw_setup_webhook
+{
+	my ($node) = @_;
+	$node->safe_psql(
+		'postgres', qq{
+CREATE EXTENSION biteship_webhook;
+SELECT biteship_webhook.create_webhook('live', '/biteship/live',
+	signature_key => '$SIG_HEADER', signature_secret => '$SECRET');
+});
+	wait_for_http($node, '/healthz', 200);
+}
+
+# The text of a fixture in test/data.
+sub fixture
+{
+	my ($name) = @_;
+	return slurp_file("test/data/$name.json");
+}
+
+# http(node, method, path, body => ..., headers => [...], curl => [...])
+#   -> (status, body, headers)
+# Uses curl, so the requests are those of a real HTTP client.
+sub http
+{
+	my ($node, $method, $path, %o) = @_;
+	my $url = ($o{scheme} // 'http') . "://127.0.0.1:$node->{bw_port}$path";
+	my @cmd = ('curl', '-sS', '-o', '-', '-D', '-', '-X', $method,
+		'--max-time', $o{timeout} // 30, @{ $o{curl} // [] });
+	push @cmd, '-H', $_ for @{ $o{headers} // [] };
+	if (defined $o{body})
+	{
+		my $f = PostgreSQL::Test::Utils::tempdir() . '/body';
+		open(my $fh, '>', $f) or die;
+		binmode $fh;
+		print $fh $o{body};
+		close $fh;
+		push @cmd, '--data-binary', "\@$f";
+	}
+	push @cmd, $url;
+	my ($out, $err) = ('', '');
+	IPC::Run::run(\@cmd, '>', \$out, '2>', \$err);
+	# skip interim 100 Continue responses
+	$out =~ s/\AHTTP\/1\.[01] 100[^\r\n]*\r\n(?:[^\r\n]+\r\n)*\r\n//;
+	my ($head, $body) = split(/\r\n\r\n/, $out, 2);
+	my ($status) = ($head // '') =~ m{^HTTP/1\.[01] (\d{3})};
+	return ($status // 0, $body // '', $head // '', $err);
+}
+
+# http_raw(node, bytes, %o) -> everything the server sent until it closed
+# or until the read timeout (o{timeout}, default 5 s).
+sub http_raw
+{
+	my ($node, $bytes, %o) = @_;
+	my $s = IO::Socket::INET->new(
+		PeerAddr => '127.0.0.1',
+		PeerPort => $node->{bw_port},
+		Proto => 'tcp') or die "connect: $!";
+	$s->autoflush(1);
+	print $s $bytes if length $bytes;
+	shutdown($s, 1) if $o{half_close};
+	my $deadline = time() + ($o{timeout} // 5);
+	my $got = '';
+	$s->blocking(0);
+	while (time() < $deadline)
+	{
+		my $buf;
+		my $n = sysread($s, $buf, 65536);
+		if (defined $n && $n == 0) { last; }
+		if (defined $n) { $got .= $buf; next; }
+		last if $o{until} && $got =~ $o{until};
+		usleep(10_000);
+	}
+	close($s);
+	return $got;
+}
+
+# Wait until GET path answers the expected status.
+sub wait_for_http
+{
+	my ($node, $path, $want, $secs) = @_;
+	my $deadline = time() + ($secs // 30);
+	my $status;
+	while (time() < $deadline)
+	{
+		($status) = http($node, 'GET', $path, timeout => 2);
+		return 1 if $status == $want;
+		usleep(100_000);
+	}
+	return 0;
+}
+
+1;
