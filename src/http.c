@@ -1339,6 +1339,13 @@ bw_conn_fd(const BwConn *c)
 	return c->t->fd;
 }
 
+/* See http.h. */
+const BwTransport *
+bw_conn_transport(const BwConn *c)
+{
+	return c->t;
+}
+
 /*
  * See http.h.  Order of work: handshake, drain (if lingering), parse what
  * is buffered, then read and parse in a bounded loop, then try to write any

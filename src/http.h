@@ -129,6 +129,8 @@ extern BwConn *bw_conn_new(BwTransport *t, const BwHttpLimits *limits,
  */
 extern void bw_conn_free(BwConn *c);
 extern int	bw_conn_fd(const BwConn *c);
+/* The connection's transport, e.g. to ask a TLS one why it failed. */
+extern const BwTransport *bw_conn_transport(const BwConn *c);
 
 /*
  * Drive the handshake, parse buffered input, read (a bounded number of

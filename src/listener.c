@@ -331,6 +331,15 @@ update_interest(Client *c)
 static void
 drop_client(Client *c)
 {
+	const BwTransport *t = bw_conn_transport(c->conn);
+
+	/* count TLS handshakes that never completed, by reason */
+	if (bw_transport_is_tls(t) && !t->handshake_done)
+	{
+		int			reason = bw_tls_failure(t);
+
+		local_stats.tls_failures[reason >= 0 ? reason : BW_TLS_FAIL_HANDSHAKE]++;
+	}
 	epoll_ctl(epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
 	bw_conn_free(c->conn);
 	if (c->prev)
