@@ -338,7 +338,8 @@ drop_client(Client *c)
 	{
 		int			reason = bw_tls_failure(t);
 
-		local_stats.tls_failures[reason >= 0 ? reason : BW_TLS_FAIL_HANDSHAKE]++;
+		if (reason >= 0 && reason < BW_NTLS_FAILURES)
+			local_stats.tls_failures[reason]++;
 	}
 	epoll_ctl(epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
 	bw_conn_free(c->conn);
