@@ -98,15 +98,19 @@ typedef struct BwDelivery
 	const char *state;			/* applied, ignored, ping, failed, rejected,
 								 * pending, duplicate */
 	char	   *error;			/* message for the client, or NULL */
+
+	/* between the two phases of ingest */
+	Jsonb	   *apply_payload;	/* set when the event still has to be applied */
+	char	   *order_key;		/* order_id, to order the applies of a batch */
 } BwDelivery;
 
 /* ingest.c */
 extern BwWebhook *bw_lookup_webhook(const char *name, const char *path);
 extern void bw_ingest_one(BwDelivery *d);
+extern void bw_ingest_apply(BwDelivery *d);
 extern const char *bw_apply_stored_event(int64 event_id, const char *source,
 										 char **error);
 extern void bw_sha256(const void *data, size_t len, uint8 *digest);
-extern void bw_ingest_reset_plans(void);
 
 /* stats.c */
 extern void bw_shmem_request(void);

@@ -212,8 +212,13 @@ dispatch_round(TimestampTz *next_purge)
 	/* apply everything that is due, batch by batch */
 	while ((n = apply_due_events()) == APPLY_BATCH)
 		CHECK_FOR_INTERRUPTS();
+	/*
+	 * Not ready: on a standby, look again every second so that work due
+	 * after a promotion is not left waiting; without the extension, once a
+	 * minute (the first pending or failed event wakes us sooner).
+	 */
 	if (n < 0)
-		return -1;				/* not installed: sleep until woken */
+		return RecoveryInProgress() ? 1000 : 60000;
 
 	/* retention */
 	if (bw_event_retention > 0)

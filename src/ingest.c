@@ -1055,7 +1055,8 @@ record_outcome(int64 event_id, const char *state, const char *error,
 }
 
 /*
- * Ingest one delivery: verify it, log it and apply it.  Must run inside a
+ * Ingest one delivery, first phase: verify it and log it.  A delivery to be
+ * applied is left for bw_ingest_apply().  Must run inside a
  * transaction; never commits.  Every outcome is reported through d's
  * output fields; only trouble with the database itself raises an ERROR,
  * which the caller turns into a 503 for the whole batch.
@@ -1157,19 +1158,12 @@ bw_ingest_one(BwDelivery *d)
 					  state, ignored, strcmp(state, "applied") == 0 ? 1 : 0,
 					  &existing_state);
 
+	/* Keep what the apply phase needs, beyond SPI's memory. */
 	if (id > 0 && strcmp(state, "applied") == 0)
 	{
-		resetStringInfo(&notes);
-		error = apply_in_subxact(id, d->webhook->name, d->webhook->environment,
-								 payload, d->received_at, "webhook", &notes);
-		if (error != NULL)
-		{
-			state = "failed";
-			/* attempts was set to 1 by the insert; the outcome adds one */
-			record_outcome(id, state, error, notes.len > 0 ? notes.data : NULL, false);
-		}
-		else if (notes.len > 0)
-			record_outcome(id, state, NULL, notes.data, false);
+		d->apply_payload = MemoryContextAlloc(callercxt, VARSIZE(payload));
+		memcpy(d->apply_payload, payload, VARSIZE(payload));
+		d->order_key = order_id ? MemoryContextStrdup(callercxt, order_id) : NULL;
 	}
 
 done:
@@ -1186,12 +1180,55 @@ done:
 	{
 		d->event_id = id;
 		d->state = state;
-		if (strcmp(state, "pending") == 0 || strcmp(state, "failed") == 0)
+		if (strcmp(state, "pending") == 0)
 			wake_dispatcher_at_commit();
 		d->error = error ? MemoryContextStrdup(callercxt, error) : NULL;
-		bw_stats_count_event(state);
+		if (d->apply_payload == NULL)
+			bw_stats_count_event(state);
 	}
 	(void) existing_state;
+
+	SPI_finish();
+}
+
+/*
+ * Second phase of ingest: apply a logged delivery to orders and history, in
+ * a subtransaction of its own.  Does nothing for deliveries that were not
+ * logged as "applied" (rejected, ignored, pending, duplicates).  Callers
+ * with a batch apply in order of d->order_key (stable), so that concurrent
+ * batches lock order rows in the same order and cannot deadlock.
+ */
+void
+bw_ingest_apply(BwDelivery *d)
+{
+	MemoryContext callercxt = CurrentMemoryContext;
+	StringInfoData notes;
+	char	   *error;
+
+	if (d->apply_payload == NULL)
+		return;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_plans();
+	initStringInfo(&notes);
+
+	error = apply_in_subxact(d->event_id, d->webhook->name,
+							 d->webhook->environment, d->apply_payload,
+							 d->received_at, "webhook", &notes);
+	if (error != NULL)
+	{
+		/* attempts was set to 1 by the insert */
+		record_outcome(d->event_id, "failed", error,
+					   notes.len > 0 ? notes.data : NULL, false);
+		d->state = "failed";
+		d->error = MemoryContextStrdup(callercxt, error);
+		wake_dispatcher_at_commit();
+	}
+	else if (notes.len > 0)
+		record_outcome(d->event_id, "applied", NULL, notes.data, false);
+	bw_stats_count_event(d->state);
+	d->apply_payload = NULL;
 
 	SPI_finish();
 }

@@ -458,6 +458,7 @@ bw_ingest(PG_FUNCTION_ARGS)
 	d.deferred = (bw_apply_mode == BW_APPLY_DEFERRED);
 
 	bw_ingest_one(&d);
+	bw_ingest_apply(&d);
 
 	values[0] = Int32GetDatum(d.http_status);
 	if (d.event_id > 0)

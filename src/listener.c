@@ -91,6 +91,7 @@ typedef struct Job
 	const char *webhook;		/* for the request counters */
 	bool		needs_db;		/* answer depends on the transaction */
 	bool		close_after;
+	BwDelivery *delivery;		/* for webhook deliveries */
 } Job;
 
 static int	listener_id = 0;
@@ -362,7 +363,7 @@ refuse_connection(int fd)
 	static const char resp[] =
 		"HTTP/1.1 503 Service Unavailable\r\n"
 		"Content-Type: application/json\r\n"
-		"Retry-After: 1\r\n"
+		"Retry-After: " CppAsString2(RETRY_AFTER_SECONDS) "\r\n"
 		"Connection: close\r\n"
 		"Content-Length: 48\r\n"
 		"\r\n"
@@ -577,10 +578,9 @@ run_job(Job *job, WebhookCacheEntry *cache, int *ncache, TimestampTz batch_now,
 {
 	BwHttpRequest *req = job->req;
 	BwWebhook  *wh = NULL;
-	BwDelivery	d;
+	BwDelivery *d;
 	BwHeader   *headers;
 	char		remote[BW_ADDRSTRLEN];
-	StringInfoData body;
 	int			i;
 
 	if (strcmp(req->path, "/healthz") == 0)
@@ -638,32 +638,85 @@ run_job(Job *job, WebhookCacheEntry *cache, int *ncache, TimestampTz batch_now,
 						bw_http_header(req, "x-forwarded-for"),
 						remote, sizeof(remote));
 
-	memset(&d, 0, sizeof(d));
-	d.webhook = wh;
-	d.body = req->body;
-	d.body_len = req->body_len;
-	d.headers = headers;
-	d.nheaders = req->nheaders;
-	d.remote_addr = remote[0] ? remote : NULL;
-	d.received_at = batch_now - (mono_now - req->received_at_ms) * 1000;
-	d.deferred = (bw_apply_mode == BW_APPLY_DEFERRED);
+	d = palloc0(sizeof(BwDelivery));
+	d->webhook = wh;
+	d->body = req->body;
+	d->body_len = req->body_len;
+	d->headers = headers;
+	d->nheaders = req->nheaders;
+	d->remote_addr = remote[0] ? pstrdup(remote) : NULL;
+	d->received_at = batch_now - (mono_now - req->received_at_ms) * 1000;
+	d->deferred = (bw_apply_mode == BW_APPLY_DEFERRED);
 
-	bw_ingest_one(&d);
+	bw_ingest_one(d);
+	job->delivery = d;
+}
 
-	job->status = d.http_status;
+/*
+ * The answer to a delivery, once its outcome is known.
+ */
+static void
+answer_delivery(Job *job)
+{
+	BwDelivery *d = job->delivery;
+	StringInfoData body;
+
+	job->status = d->http_status;
 	initStringInfo(&body);
-	if (d.http_status == 200)
+	if (d->http_status == 200)
 		appendStringInfo(&body, "{\"ok\":true,\"event_id\":" INT64_FORMAT ",\"state\":\"%s\"}",
-						 d.event_id, d.state);
+						 d->event_id, d->state);
 	else
 	{
 		appendStringInfoString(&body, "{\"ok\":false,\"error\":");
-		escape_json(&body, d.error ? d.error : "rejected");
-		if (d.event_id > 0)
-			appendStringInfo(&body, ",\"event_id\":" INT64_FORMAT, d.event_id);
+		escape_json(&body, d->error ? d->error : "rejected");
+		if (d->event_id > 0)
+			appendStringInfo(&body, ",\"event_id\":" INT64_FORMAT, d->event_id);
 		appendStringInfoChar(&body, '}');
 	}
 	job->body = body.data;
+}
+
+/* qsort comparator: deliveries to apply, by order key, then batch position */
+static int
+apply_order_cmp(const void *a, const void *b)
+{
+	const Job  *ja = *(Job *const *) a;
+	const Job  *jb = *(Job *const *) b;
+	const char *ka = ja->delivery->order_key ? ja->delivery->order_key : "";
+	const char *kb = jb->delivery->order_key ? jb->delivery->order_key : "";
+	int			c = strcmp(ka, kb);
+
+	if (c != 0)
+		return c;
+	return (ja > jb) - (ja < jb);
+}
+
+/*
+ * Apply the logged deliveries of a batch.  They go in order of order id,
+ * keeping request order within one order: concurrent listener workers then
+ * take the orders' row locks in the same order and cannot deadlock.
+ */
+static void
+apply_batch(Job *jobs, int njobs)
+{
+	Job		  **todo = palloc(sizeof(Job *) * njobs);
+	int			n = 0;
+
+	for (int i = 0; i < njobs; i++)
+	{
+		if (jobs[i].delivery != NULL && jobs[i].delivery->apply_payload != NULL)
+			todo[n++] = &jobs[i];
+	}
+	if (n > 1)
+		qsort(todo, n, sizeof(Job *), apply_order_cmp);
+	for (int i = 0; i < n; i++)
+		bw_ingest_apply(todo[i]->delivery);
+	for (int i = 0; i < njobs; i++)
+	{
+		if (jobs[i].delivery != NULL)
+			answer_delivery(&jobs[i]);
+	}
 }
 
 /*
@@ -709,6 +762,7 @@ run_batch_transaction(Job *jobs, int njobs)
 			for (int i = 0; i < njobs; i++)
 				if (jobs[i].needs_db)
 					run_job(&jobs[i], cache, &ncache, batch_now, mono_now);
+			apply_batch(jobs, njobs);
 		}
 
 		PopActiveSnapshot();

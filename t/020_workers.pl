@@ -422,7 +422,7 @@ my ($retry_id, $doomed_id);
 		'2,true',
 		'with max_apply_attempts = 2, two attempts and no retry scheduled');
 	# the next retry would have come 400 ms later
-	usleep(1_200_000);
+	usleep(1_000_000);
 	is( $node->safe_psql(
 			'postgres',
 			"SELECT state || ',' || attempts FROM biteship_webhook.events WHERE id = $doomed_id"
