@@ -33,9 +33,13 @@ test/unit/test_http: test/unit/test_http.c src/http.c src/transport.c src/http.h
 test/unit/test_payload: test/unit/test_payload.c src/payload.c src/payload.h
 	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/test_payload.c src/payload.c
 
-unitcheck: test/unit/test_http test/unit/test_payload
+test/unit/test_tls: test/unit/test_tls.c src/tls.c src/http.c src/transport.c src/tls.h src/http.h src/transport.h
+	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/test_tls.c src/tls.c src/http.c src/transport.c -lhttp_parser -lssl -lcrypto
+
+unitcheck: test/unit/test_http test/unit/test_payload test/unit/test_tls
 	test/unit/test_http
 	test/unit/test_payload
+	test/unit/test_tls
 
 .PHONY: unitcheck
 

@@ -160,7 +160,7 @@ load_tls(bool at_start)
 {
 	BwTlsConfig cfg;
 	BwTlsContext *newctx;
-	char		err[256];
+	char		err[512];
 
 	if (!bw_ssl)
 	{
@@ -340,7 +340,12 @@ drop_client(Client *c)
 		int			reason = bw_tls_failure(t);
 
 		if (reason >= 0 && reason < BW_NTLS_FAILURES)
+		{
 			local_stats.tls_failures[reason]++;
+			ereport(DEBUG1,
+					(errmsg_internal("biteship_webhook listener: TLS handshake with %s failed: %s",
+									 c->peer, bw_tls_failure_detail(t))));
+		}
 	}
 	epoll_ctl(epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
 	bw_conn_free(c->conn);
@@ -1005,6 +1010,7 @@ bw_listener_main(Datum main_arg)
 {
 	WaitEventSet *wes;
 	bool		leftover = false;
+	int			last_nclients = 0;
 
 	listener_id = DatumGetInt32(main_arg);
 
@@ -1043,6 +1049,13 @@ bw_listener_main(Datum main_arg)
 		int			n;
 
 		timeout = check_timeouts();
+		if (nclients != last_nclients)
+		{
+			/* timeouts closed connections: publish before sleeping */
+			bw_stats_flush(&local_stats);
+			bw_stats_set_connections(listener_id, nclients);
+			last_nclients = nclients;
+		}
 		if (leftover || any_client_ready())
 			timeout = 0;
 		n = WaitEventSetWait(wes, timeout, events, lengthof(events),
@@ -1072,6 +1085,7 @@ bw_listener_main(Datum main_arg)
 
 		bw_stats_flush(&local_stats);
 		bw_stats_set_connections(listener_id, nclients);
+		last_nclients = nclients;
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(batch_cxt);
 	}

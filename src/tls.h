@@ -55,6 +55,15 @@ extern BwTransport *bw_transport_tls_new(int fd, BwTlsContext *ctx);
 /* Why the handshake of a TLS transport failed, BW_TLS_FAILURE_*. */
 extern int	bw_tls_failure(const BwTransport *t);
 
+/*
+ * Why it failed, as text (an OpenSSL reason, "plain HTTP request sent to
+ * the HTTPS port", ...), for logs and tests; "" when nothing failed.
+ */
+extern const char *bw_tls_failure_detail(const BwTransport *t);
+
+/* Negotiated protocol ("TLSv1.3", ...) once the handshake is done, or NULL. */
+extern const char *bw_tls_version(const BwTransport *t);
+
 /* Is this transport a TLS one? */
 extern bool bw_transport_is_tls(const BwTransport *t);
 
