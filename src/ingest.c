@@ -66,7 +66,6 @@ static SPIPlanPtr plan_load_event = NULL;
 static SPIPlanPtr plan_upsert_status = NULL;
 static SPIPlanPtr plan_upsert_waybill = NULL;
 static SPIPlanPtr plan_upsert_price = NULL;
-static SPIPlanPtr plan_insert_history = NULL;
 
 #define WEBHOOK_SELECT \
 	"SELECT w.id, w.name, w.path, w.environment, w.events, " \
@@ -134,8 +133,8 @@ prepare_kept(const char *sql, int nargs, Oid *argtypes)
 static void
 prepare_plans(void)
 {
-	if (plan_insert_history != NULL)
-		return;
+	if (plan_upsert_price != NULL)
+		return;				/* the last one prepared below */
 
 	{
 		Oid			types[1] = {TEXTOID};
@@ -214,12 +213,18 @@ prepare_plans(void)
 									   1, types);
 	}
 	{
-		Oid			types[16] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		Oid			types[18] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 			TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-			NUMERICOID, TIMESTAMPTZOID, BOOLOID, INT8OID};
+			NUMERICOID, TIMESTAMPTZOID, BOOLOID, INT8OID, TEXTOID, TEXTOID};
 
+		/*
+		 * A status event: upsert the order, unless the stored state is
+		 * newer, and record the status in the history either way.  One
+		 * statement saves an executor start-up per event.
+		 */
 #define KEEP(col) "COALESCE(EXCLUDED." col ", o." col ")"
 		plan_upsert_status = prepare_kept(
+										  "WITH upsert AS ("
 										  "INSERT INTO biteship_webhook.orders AS o "
 										  " (environment, order_id, status, courier_company, courier_type, "
 										  "  courier_tracking_id, courier_waybill_id, courier_link, "
@@ -258,8 +263,13 @@ prepare_plans(void)
 										  KEEP("courier_waybill_id") ", " KEEP("courier_link") ", "
 										  KEEP("courier_driver_name") ", " KEEP("courier_driver_phone") ", "
 										  KEEP("courier_driver_photo_url") ", "
-										  KEEP("courier_driver_plate_number") ", " KEEP("order_price") ")",
-										  16, types);
+										  KEEP("courier_driver_plate_number") ", " KEEP("order_price") ")"
+										  ") "
+										  "INSERT INTO biteship_webhook.order_status_history "
+										  " (environment, order_id, status, occurred_at, event_id, source, note) "
+										  "SELECT $1, $2, $3, $14, $16, $17, $18 WHERE $3 IS NOT NULL "
+										  "ON CONFLICT DO NOTHING",
+										  18, types);
 	}
 	{
 		Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID};
@@ -304,17 +314,6 @@ prepare_plans(void)
 										 KEEP("proof_of_delivery_fee") ")",
 										 7, types);
 #undef KEEP
-	}
-	{
-		Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID,
-		INT8OID, TEXTOID, TEXTOID};
-
-		plan_insert_history = prepare_kept(
-										   "INSERT INTO biteship_webhook.order_status_history "
-										   " (environment, order_id, status, occurred_at, event_id, source, note) "
-										   "VALUES ($1, $2, $3, $4, $5, $6, $7) "
-										   "ON CONFLICT DO NOTHING",
-										   7, types);
 	}
 }
 
@@ -729,8 +728,8 @@ apply_payload(int64 event_id, const char *webhook, const char *environment,
 	char	   *raw_status = jb_text(payload, "status", notes);
 	char		status[BW_STATUS_MAXLEN + 1];
 	bool		have_status = false;
-	Datum		values[16];
-	char		nulls[16];
+	Datum		values[18];
+	char		nulls[18];
 	int			i;
 
 	if (order_id == NULL || order_id[0] == '\0')
@@ -776,23 +775,12 @@ apply_payload(int64 event_id, const char *webhook, const char *environment,
 				values[13] = TimestampTzGetDatum(occurred_at);
 				values[14] = BoolGetDatum(have_status && bw_status_is_final(status));
 				values[15] = Int64GetDatum(event_id);
+				values[16] = CStringGetTextDatum(source);
+				values[17] = text_or_null(notes->len > 0 ? notes->data : NULL, &nulls[17]);
+				/* one statement: the orders upsert and the history row */
 				exec_plan(plan_upsert_status, values, nulls, SPI_OK_INSERT);
 
-				if (have_status)
-				{
-					Datum		hv[7];
-					char		hn[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-
-					hv[0] = values[0];
-					hv[1] = values[1];
-					hv[2] = CStringGetTextDatum(status);
-					hv[3] = TimestampTzGetDatum(occurred_at);
-					hv[4] = Int64GetDatum(event_id);
-					hv[5] = CStringGetTextDatum(source);
-					hv[6] = text_or_null(notes->len > 0 ? notes->data : NULL, &hn[6]);
-					exec_plan(plan_insert_history, hv, hn, SPI_OK_INSERT);
-				}
-				else
+				if (!have_status)
 					appendStringInfo(notes, "%sstatus: missing, order status unchanged",
 									 notes->len > 0 ? "; " : "");
 				break;
