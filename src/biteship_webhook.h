@@ -14,6 +14,21 @@
 #include "datatype/timestamp.h"
 #include "utils/jsonb.h"
 
+/*
+ * Portability.  The extension is built and tested against PostgreSQL 15
+ * (Debian 12's); it uses APIs that 15 introduced (InitMaterializedSRF,
+ * shmem_request_hook, MarkGUCPrefixReserved), so 15 is the oldest release
+ * it supports.  17 changed CreateWaitEventSet to take a resource owner.
+ */
+#if PG_VERSION_NUM < 150000
+#error "biteship_webhook requires PostgreSQL 15 or later"
+#endif
+#if PG_VERSION_NUM >= 170000
+#define BW_CREATE_WAIT_EVENT_SET(nevents) CreateWaitEventSet(NULL, (nevents))
+#else
+#define BW_CREATE_WAIT_EVENT_SET(nevents) CreateWaitEventSet(TopMemoryContext, (nevents))
+#endif
+
 #define BW_SCHEMA			"biteship_webhook"
 #define BW_NOTIFY_CHANNEL	"biteship_webhook"
 #define BW_SHA256_LEN		32

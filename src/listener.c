@@ -1035,7 +1035,7 @@ bw_listener_main(Datum main_arg)
 				(errcode_for_socket_access(),
 				 errmsg("biteship_webhook listener: could not create epoll instance: %m")));
 
-	wes = CreateWaitEventSet(TopMemoryContext, 3 + nlisten);
+	wes = BW_CREATE_WAIT_EVENT_SET(3 + nlisten);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (int i = 0; i < nlisten; i++)

@@ -68,12 +68,9 @@ static const struct config_enum_entry ssl_protocol_options[] = {
 	{NULL, 0, false}
 };
 
-#if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-#if PG_VERSION_NUM >= 150000
 static void
 bw_shmem_request_hook(void)
 {
@@ -81,7 +78,6 @@ bw_shmem_request_hook(void)
 		prev_shmem_request_hook();
 	bw_shmem_request();
 }
-#endif
 
 static void
 bw_shmem_startup_hook(void)
@@ -274,12 +270,8 @@ _PG_init(void)
 	define_postmaster_settings();
 	MarkGUCPrefixReserved("biteship_webhook");
 
-#if PG_VERSION_NUM >= 150000
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = bw_shmem_request_hook;
-#else
-	bw_shmem_request();
-#endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = bw_shmem_startup_hook;
 
