@@ -100,6 +100,7 @@ static int	listen_fds[MAX_LISTEN_SOCKETS];
 static int	nlisten = 0;
 static Client *clients = NULL;
 static int	nclients = 0;
+static Client *rr_next = NULL;	/* where the next batch starts collecting */
 static BwHttpLimits limits;
 static BwCidrList trusted_proxies;
 static BwCidrList metrics_allow;
@@ -347,6 +348,8 @@ drop_client(Client *c)
 									 c->peer, bw_tls_failure_detail(t))));
 		}
 	}
+	if (rr_next == c)
+		rr_next = c->next;
 	epoll_ctl(epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
 	bw_conn_free(c->conn);
 	if (c->prev)
@@ -815,27 +818,42 @@ process_batch(void)
 	bool		leftover = false;
 	int64		t_end;
 
-	for (Client *c = clients; c != NULL; c = c->next)
+	Client	   *start = rr_next != NULL ? rr_next : clients;
+	Client	   *c = start;
+
+	/*
+	 * Visit the clients round-robin, starting where the previous full batch
+	 * stopped, so that under more load than one batch takes no connection
+	 * waits behind the others turn after turn.
+	 */
+	rr_next = NULL;
+	while (c != NULL)
 	{
 		BwHttpRequest *req;
 
-		if (!c->ready)
-			continue;
-		while (njobs < bw_max_batch_size && (req = bw_conn_pop_request(c->conn)) != NULL)
+		if (c->ready)
 		{
-			Job		   *job = &jobs[njobs++];
+			while (njobs < bw_max_batch_size &&
+				   (req = bw_conn_pop_request(c->conn)) != NULL)
+			{
+				Job		   *job = &jobs[njobs++];
 
-			job->client = c;
-			job->req = req;
-			job->needs_db = prepare_job(job);
-			any_db |= job->needs_db;
+				job->client = c;
+				job->req = req;
+				job->needs_db = prepare_job(job);
+				any_db |= job->needs_db;
+			}
+			if (njobs >= bw_max_batch_size)
+			{
+				leftover = true;
+				rr_next = c->next;	/* c may have more: it is still ready */
+				break;
+			}
+			c->ready = false;
 		}
-		if (njobs >= bw_max_batch_size)
-		{
-			leftover = true;
+		c = c->next != NULL ? c->next : clients;
+		if (c == start)
 			break;
-		}
-		c->ready = false;
 	}
 	if (njobs == 0)
 		return leftover;

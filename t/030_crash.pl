@@ -38,17 +38,6 @@ sub acked_count
 	return scalar grep { $_->[1] eq '200' } answers();
 }
 
-sub wait_for
-{
-	my ($secs, $cond) = @_;
-	my $deadline = time() + $secs;
-	while (time() < $deadline)
-	{
-		return 1 if $cond->();
-		usleep(50_000);
-	}
-	return $cond->();
-}
 
 # pid -> [state, ppid] of every process, from /proc
 sub processes

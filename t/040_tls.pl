@@ -100,17 +100,6 @@ sub https
 
 sub sql { return $node->safe_psql('postgres', shift); }
 
-sub wait_for
-{
-	my ($secs, $cond) = @_;
-	my $deadline = time() + $secs;
-	while (time() < $deadline)
-	{
-		return 1 if $cond->();
-		usleep(50_000);
-	}
-	return $cond->();
-}
 
 sub failures
 {

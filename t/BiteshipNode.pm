@@ -16,7 +16,7 @@ use Test::More;
 use Time::HiRes qw(usleep time);
 
 our @EXPORT = qw(bw_node bw_setup_webhook http http_raw wait_for_http
-  fixture $SECRET $SIG_HEADER);
+  wait_for fixture $SECRET $SIG_HEADER);
 
 our $SECRET = 'tap-secret-1';
 our $SIG_HEADER = 'X-Biteship-Signature';
@@ -137,6 +137,20 @@ sub http_raw
 	}
 	close($s);
 	return $got;
+}
+
+# wait_for(seconds, sub { ... }): poll a condition until it holds or the
+# time is up; returns its last value.
+sub wait_for
+{
+	my ($secs, $cond) = @_;
+	my $deadline = time() + $secs;
+	while (time() < $deadline)
+	{
+		return 1 if $cond->();
+		usleep(50_000);
+	}
+	return $cond->();
 }
 
 # Wait until GET path answers the expected status.
