@@ -72,6 +72,7 @@ commit_xact(void)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
+	pgstat_report_stat(false);
 }
 
 /* Is the extension installed in our database?  (Needs a transaction.) */

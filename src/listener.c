@@ -791,6 +791,12 @@ run_batch_transaction(Job *jobs, int njobs)
 	MemoryContextSwitchTo(oldcxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
 
+	/*
+	 * Report table and WAL statistics (rate-limited inside): autovacuum
+	 * relies on them to vacuum orders and the events log.
+	 */
+	pgstat_report_stat(false);
+
 	if (!committed)
 	{
 		for (int i = 0; i < njobs; i++)
