@@ -439,6 +439,26 @@ req_fill_defaults(BwReq *r)
 }
 
 /*
+ * A request is complete (or failed): fill in its defaults, queue it, and get
+ * ready for the next message.  Returns false, with the connection dead,
+ * when out of memory.
+ */
+static bool
+finish_request(BwConn *c, BwReq *r)
+{
+	r->continue_pending = false;
+	if (!req_fill_defaults(r))
+	{
+		bw_http_request_free(&r->pub);
+		c->dead = true;
+		return false;
+	}
+	queue_push(c, r);
+	reset_message_state(c);
+	return true;
+}
+
+/*
  * Queue an error request for the current message and stop parsing.  The
  * partially parsed request (with whatever it has: method, path, headers)
  * becomes the error request; the rest of the input is discarded.
@@ -472,17 +492,10 @@ queue_error(BwConn *c, int status, const char *message)
 	r->pub.keep_alive = false;
 	r->pub.error_status = status;
 	r->pub.error_message = message;
-	r->continue_pending = false;
-	if (!req_fill_defaults(r))
-	{
-		bw_http_request_free(&r->pub);
-		c->dead = true;
+	if (!finish_request(c, r))
 		return;
-	}
-	queue_push(c, r);
 	c->stop_parse = true;
 	c->in_off = c->in_len = 0;
-	reset_message_state(c);
 }
 
 /*
@@ -945,15 +958,8 @@ message_done(BwConn *c)
 		queue_error(c, 400, "malformed request");
 		return;
 	}
-	r->continue_pending = false;
-	if (!req_fill_defaults(r))
-	{
-		bw_http_request_free(&r->pub);
-		c->dead = true;
+	if (!finish_request(c, r))
 		return;
-	}
-	queue_push(c, r);
-	reset_message_state(c);
 	if (!r->pub.keep_alive)
 		c->stop_parse = true;
 }
