@@ -119,6 +119,9 @@ typedef struct BwDelivery
 	char	   *order_key;		/* order_id, to order the applies of a batch */
 } BwDelivery;
 
+/* module.c */
+extern void bw_worker_session_settings(void);
+
 /* ingest.c */
 extern BwWebhook *bw_lookup_webhook(const char *name, const char *path);
 extern void bw_ingest_one(BwDelivery *d);

@@ -264,6 +264,7 @@ bw_dispatcher_main(Datum main_arg)
 	BackgroundWorkerInitializeConnection(bw_database,
 										 bw_role[0] != '\0' ? bw_role : NULL, 0);
 	pgstat_report_appname("biteship_webhook dispatcher");
+	bw_worker_session_settings();
 
 	if (bw_shared != NULL)
 	{
@@ -310,6 +311,7 @@ bw_dispatcher_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			bw_worker_session_settings();
 			next_purge = 0;
 		}
 	}

@@ -1129,10 +1129,11 @@ bw_ingest_one(BwDelivery *d)
 	d->http_status = 200;
 	event = jb_text(payload, "event", &notes);
 	order_id = jb_text(payload, "order_id", &notes);
+	/* bounded, and never cut inside a multibyte character */
 	if (order_id != NULL && strlen(order_id) > BW_ORDER_ID_MAXLEN)
-		order_id[BW_ORDER_ID_MAXLEN] = '\0';
+		order_id[pg_mbcliplen(order_id, strlen(order_id), BW_ORDER_ID_MAXLEN)] = '\0';
 	if (event != NULL && strlen(event) > 128)
-		event[128] = '\0';
+		event[pg_mbcliplen(event, strlen(event), 128)] = '\0';
 	ignored = ignore_reason(event, d->webhook->events, d->webhook->nevents);
 
 	if (ignored != NULL)
@@ -1280,11 +1281,15 @@ bw_apply_stored_event(int64 event_id, const char *source, char **error)
 		return "ping";
 	}
 
-	payload = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 1, &isnull));
-	if (isnull)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("event " INT64_FORMAT " has no payload to replay", event_id)));
+	{
+		Datum		d = SPI_getbinval(tup, desc, 1, &isnull);
+
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("event " INT64_FORMAT " has no payload to replay", event_id)));
+		payload = DatumGetJsonbPCopy(d);
+	}
 
 	if (webhook != NULL)
 	{

@@ -422,7 +422,7 @@ accept_clients(int lfd)
 		c->conn = bw_conn_new(t, &limits, now_ms());
 		if (c->conn == NULL)
 		{
-			t->ops->close(t);
+			/* bw_conn_new closed the transport */
 			pfree(c);
 			continue;
 		}
@@ -526,6 +526,41 @@ render_metrics(void)
 }
 
 /*
+ * Answer GET /metrics inside a subtransaction of the batch, so that a
+ * failure there (say, the role may not read the stats view) costs only this
+ * answer, never the deliveries committed with it.
+ */
+static void
+render_metrics_job(Job *job)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		job->body = render_metrics();
+		job->status = 200;
+		job->extra_headers = "Content-Type: text/plain; version=0.0.4\r\n";
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcontext);
+		EmitErrorReport();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		set_answer(job, 503, "metrics are unavailable, see the server log");
+	}
+	PG_END_TRY();
+}
+
+/*
  * Decide a request's answer where that needs no database, and classify the
  * rest.  Returns true when the job must go through the transaction.
  */
@@ -599,9 +634,7 @@ run_job(Job *job, WebhookCacheEntry *cache, int *ncache, TimestampTz batch_now,
 	}
 	if (strcmp(req->path, "/metrics") == 0)
 	{
-		job->status = 200;
-		job->body = render_metrics();
-		job->extra_headers = "Content-Type: text/plain; version=0.0.4\r\n";
+		render_metrics_job(job);
 		return;
 	}
 
@@ -864,16 +897,8 @@ process_batch(void)
 	if (njobs == 0)
 		return leftover;
 
-	/*
-	 * Interrupts are held for the batch: a SIGTERM lets it commit and be
-	 * answered, and the worker exits at the next turn of the loop.
-	 */
 	if (any_db)
-	{
-		HOLD_INTERRUPTS();
 		run_batch_transaction(jobs, njobs);
-		RESUME_INTERRUPTS();
-	}
 
 	/* Answer in pop order; each client's answers stay in request order. */
 	t_end = now_ms();
@@ -1038,13 +1063,20 @@ bw_listener_main(Datum main_arg)
 
 	listener_id = DatumGetInt32(main_arg);
 
+	/*
+	 * SIGTERM asks for a shutdown at the end of the current turn: the batch
+	 * in flight commits and is answered first.  Interrupts are not held, so
+	 * a query cancel, statement_timeout or lock_timeout still ends a batch
+	 * that waits on a lock (it is then answered 503).
+	 */
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(bw_database,
 										 bw_role[0] != '\0' ? bw_role : NULL, 0);
 	pgstat_report_appname("biteship_webhook listener");
+	bw_worker_session_settings();
 
 	batch_cxt = AllocSetContextCreate(TopMemoryContext,
 									  "biteship_webhook listener batch",
@@ -1094,11 +1126,14 @@ bw_listener_main(Datum main_arg)
 				accept_clients(events[i].fd);
 		}
 		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			break;
 
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			bw_worker_session_settings();
 			load_settings();
 			load_tls(false);
 		}
@@ -1113,4 +1148,13 @@ bw_listener_main(Datum main_arg)
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(batch_cxt);
 	}
+
+	/*
+	 * Every answer of the last batch has been handed to the kernel.  Exit
+	 * with a non-zero code, so that the postmaster starts a new listener
+	 * unless it is shutting down itself.
+	 */
+	ereport(LOG,
+			(errmsg("biteship_webhook listener %d shutting down", listener_id)));
+	proc_exit(1);
 }

@@ -17,6 +17,7 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "access/xact.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 #include "utils/guc.h"
@@ -223,6 +224,25 @@ define_postmaster_settings(void)
 							gettext_noop("0 disables the listener."),
 							&bw_listener_workers, 1, 0, 16,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+}
+
+/*
+ * Session settings of the workers, applied at start and after each reload.
+ *
+ * search_path: the workers usually connect as a superuser; with pg_catalog
+ * first, an operator or function that a database owner creates elsewhere
+ * cannot capture the workers' statements.  public stays on the path so
+ * that application triggers that name their tables unqualified still work.
+ *
+ * synchronous_commit: a 200 promises a durable event, so the workers never
+ * commit asynchronously, whatever the database or role says.
+ */
+void
+bw_worker_session_settings(void)
+{
+	SetConfigOption("search_path", "pg_catalog, public", PGC_SUSET, PGC_S_OVERRIDE);
+	if (synchronous_commit == SYNCHRONOUS_COMMIT_OFF)
+		SetConfigOption("synchronous_commit", "local", PGC_SUSET, PGC_S_OVERRIDE);
 }
 
 /*

@@ -220,8 +220,8 @@ ok(wait_for_http($node, '/healthz', 200), '/healthz is 200 once the extension ex
 	for my $pid (@old)
 	{
 		like($log,
-			qr/\[$pid\] FATAL:\s+terminating background worker "biteship_webhook listener[^"]*" due to administrator command/,
-			"listener $pid reports termination by SIGTERM");
+			qr/\[$pid\] LOG:\s+biteship_webhook listener \d+ shutting down/,
+			"listener $pid finishes its turn and shuts down on SIGTERM");
 		like($log,
 			qr/background worker "biteship_webhook listener[^"]*" \(PID $pid\) exited with exit code 1/,
 			"listener $pid exited normally on SIGTERM");
