@@ -180,6 +180,19 @@ like($body, qr/^biteship_webhook_backlog_oldest_age_seconds\{state="failed"\} [\
 is( sql("SELECT value > 0 FROM biteship_webhook.stats WHERE name = 'requests_total' AND labels->>'webhook' = 'live' AND labels->>'status' = '401'"),
 	't', 'the stats view shows the same counters');
 
+# A failure while rendering /metrics costs only that answer, not the
+# deliveries committed in the same batch (both requests in one write, so in
+# one batch).
+sql('ALTER VIEW biteship_webhook.stats RENAME TO stats_hidden');
+$raw = http_raw($node,
+	"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" . delivery('metrics-batch-1', 'picked'),
+	timeout => 5, until => qr/"state":"applied"\}/);
+sql('ALTER VIEW biteship_webhook.stats_hidden RENAME TO stats');
+like($raw, qr{^HTTP/1\.1 503 .*"error":"metrics are unavailable}s, '/metrics failure: 503');
+like($raw, qr{HTTP/1\.1 200 .*"state":"applied"}s, 'the delivery of the same batch: 200');
+is(sql("SELECT status FROM biteship_webhook.orders WHERE order_id = 'metrics-batch-1'"),
+	'picked', 'and it was committed');
+
 $node->append_conf('postgresql.conf', "biteship_webhook.metrics_allow = '10.0.0.0/8'");
 $node->reload;
 usleep(500_000);
