@@ -2,7 +2,7 @@
 
 MODULE_big = biteship_webhook
 EXTENSION = biteship_webhook
-DATA = biteship_webhook--0.1.0.sql
+DATA = biteship_webhook--0.1.0.sql biteship_webhook--0.1.0--0.2.0.sql
 PGFILEDESC = "biteship_webhook - Biteship webhook receiver inside PostgreSQL"
 
 # Pure C layers (no backend calls): HTTP framing, transports, payload helpers.
@@ -26,6 +26,9 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# PGXS tracks no header dependencies: every object depends on every header.
+$(OBJS): $(wildcard $(srcdir)/src/*.h)
+
 # Unit tests of the pure C layers, built without the server.
 UNIT_CFLAGS = -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -Isrc
 test/unit/test_http: test/unit/test_http.c src/http.c src/transport.c src/http.h src/transport.h
@@ -36,10 +39,14 @@ test/unit/test_payload: test/unit/test_payload.c src/payload.c src/payload.h
 test/unit/test_tls: test/unit/test_tls.c src/tls.c src/http.c src/transport.c src/tls.h src/http.h src/transport.h
 	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/test_tls.c src/tls.c src/http.c src/transport.c -lhttp_parser -lssl -lcrypto
 
-unitcheck: test/unit/test_http test/unit/test_payload test/unit/test_tls
+test/unit/test_netaddr: test/unit/test_netaddr.c src/netaddr.c src/netaddr.h
+	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/test_netaddr.c src/netaddr.c
+
+unitcheck: test/unit/test_http test/unit/test_payload test/unit/test_tls test/unit/test_netaddr
 	test/unit/test_http
 	test/unit/test_payload
 	test/unit/test_tls
+	test/unit/test_netaddr
 
 .PHONY: unitcheck
 

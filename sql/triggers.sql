@@ -1,6 +1,9 @@
 --
 -- Application triggers: the recipe from README.md, firing exactly once per
--- real change, and a trigger that raises.
+-- real change, and a trigger that raises.  Triggers run as the apply role
+-- (biteship_webhook_apply) with search_path = pg_catalog, pg_temp, so the
+-- recipe's function sets its own search_path and the apply role is granted
+-- what the trigger writes.
 --
 SET timezone = 'UTC';
 \set sig '{"X-Biteship-Signature": "live-secret-1"}'
@@ -13,7 +16,9 @@ CREATE TABLE buyer_notifications (
 	created_at timestamptz DEFAULT now()
 );
 
-CREATE FUNCTION notify_buyer() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION notify_buyer() RETURNS trigger LANGUAGE plpgsql
+SET search_path = public, pg_temp
+AS $$
 BEGIN
 	INSERT INTO buyer_notifications (order_id, old_status, new_status)
 	VALUES (NEW.order_id, OLD.status, NEW.status);
@@ -27,9 +32,14 @@ CREATE TRIGGER notify_buyer
 	WHEN (OLD.status IS DISTINCT FROM NEW.status)
 	EXECUTE FUNCTION notify_buyer();
 
+GRANT INSERT ON buyer_notifications TO biteship_webhook_apply;
+
 -- And one that counts every row trigger firing on both tables.
 CREATE TABLE firings (tbl text, op text, order_id text, status text);
-CREATE FUNCTION count_firing() RETURNS trigger LANGUAGE plpgsql AS $$
+GRANT INSERT ON firings TO biteship_webhook_apply;
+CREATE FUNCTION count_firing() RETURNS trigger LANGUAGE plpgsql
+SET search_path = public, pg_temp
+AS $$
 BEGIN
 	INSERT INTO firings VALUES (TG_TABLE_NAME, TG_OP, NEW.order_id, NEW.status);
 	RETURN NULL;
@@ -103,6 +113,42 @@ SELECT state FROM biteship_webhook.ingest('live', '{"event":"order.status","orde
 SELECT 1 / 0;
 ROLLBACK;
 SELECT count(*) AS trg5_events FROM biteship_webhook.events WHERE order_id = 'trg-5';
+
+-- The triggers, listed to keep them with a dump (pg_dump leaves them out).
+SELECT table_name, trigger_name, function, enabled
+  FROM biteship_webhook.application_triggers ORDER BY 1, 2;
+SELECT definition FROM biteship_webhook.application_triggers WHERE trigger_name = 'notify_buyer';
+
+-- Triggers run as the apply role, never as the caller (here a superuser).
+CREATE TABLE whoami (current_role_name text, superuser text);
+GRANT INSERT ON whoami TO biteship_webhook_apply;
+CREATE FUNCTION record_user() RETURNS trigger LANGUAGE plpgsql
+SET search_path = public, pg_temp
+AS $$
+BEGIN
+	INSERT INTO whoami SELECT current_user, rolsuper::text FROM pg_catalog.pg_roles WHERE rolname = current_user;
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER record_user AFTER INSERT ON biteship_webhook.orders
+	FOR EACH ROW EXECUTE FUNCTION record_user();
+SELECT current_setting('is_superuser') AS caller_is_superuser;
+SELECT state FROM biteship_webhook.ingest('live', '{"event":"order.status","order_id":"trg-6","status":"picked"}'::text, :'sig');
+SELECT * FROM whoami;
+DROP TRIGGER record_user ON biteship_webhook.orders;
+
+-- A trigger that names a table without qualifying it, and sets no
+-- search_path, does not find it: the apply runs with pg_catalog, pg_temp.
+CREATE FUNCTION unqualified() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO whoami VALUES ('unqualified', 'x');
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER unqualified AFTER INSERT ON biteship_webhook.orders
+	FOR EACH ROW EXECUTE FUNCTION unqualified();
+SELECT state, error FROM biteship_webhook.ingest('live', '{"event":"order.status","order_id":"trg-7","status":"picked"}'::text, :'sig');
+DROP TRIGGER unqualified ON biteship_webhook.orders;
 
 DROP TRIGGER picky ON biteship_webhook.orders;
 DROP TRIGGER count_orders ON biteship_webhook.orders;

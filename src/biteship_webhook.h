@@ -57,6 +57,10 @@ extern int	bw_retry_base_delay;
 extern int	bw_event_retention;
 extern int	bw_rejected_body_limit;
 extern int	bw_max_batch_size;
+extern int	bw_apply_timeout;
+extern char *bw_apply_role;
+extern int	bw_unverified_log_rate;
+extern int	bw_body_memory_limit;
 extern char *bw_trusted_proxies;
 extern char *bw_metrics_allow;
 extern bool bw_ssl;
@@ -106,6 +110,11 @@ typedef struct BwDelivery
 	const char *remote_addr;	/* NULL when unknown */
 	TimestampTz received_at;
 	bool		deferred;		/* store as pending; the dispatcher applies */
+	bool		body_discarded; /* the listener did not keep the body */
+	bool		digest_done;	/* digest holds the body's SHA-256 */
+	uint8		digest[BW_SHA256_LEN];
+	int64		reserved_id;	/* the event's id if it is logged; 0 = none
+								 * taken yet */
 
 	/* output */
 	int			http_status;
@@ -121,19 +130,35 @@ typedef struct BwDelivery
 
 /* module.c */
 extern void bw_worker_session_settings(void);
+extern void bw_worker_sigterm(SIGNAL_ARGS);
+extern void bw_worker_set_cancel_on_term(bool on);
 
 /* ingest.c */
 extern BwWebhook *bw_lookup_webhook(const char *name, const char *path);
+extern void bw_delivery_digest(BwDelivery *d);
+extern void bw_delivery_reserve_id(BwDelivery *d);
+extern int	bw_delivery_log_cmp(const BwDelivery *a, const BwDelivery *b);
+extern int	bw_delivery_apply_cmp(const BwDelivery *a, const BwDelivery *b);
 extern void bw_ingest_one(BwDelivery *d);
 extern void bw_ingest_apply(BwDelivery *d);
+extern void bw_ingest_defer(BwDelivery *d, const char *why);
+extern bool bw_apply_room(void);
+extern void bw_apply_deadline_arm(void);
+extern void bw_apply_deadline_disarm(void);
+extern bool bw_apply_deadline_passed(void);
 extern const char *bw_apply_stored_event(int64 event_id, const char *source,
 										 char **error);
 extern void bw_sha256(const void *data, size_t len, uint8 *digest);
+extern Oid	bw_apply_role_oid(bool missing_ok);
 
 /* stats.c */
 extern void bw_shmem_request(void);
 extern void bw_shmem_startup(void);
 extern void bw_stats_count_event(const char *state);
+extern void bw_config_changed_at_commit(void);
+extern uint64 bw_config_generation(void);
+extern bool bw_unverified_allowed(int32 webhook_id, const char *webhook,
+								  const char *state, int per_minute);
 
 /* listener.c, dispatcher.c */
 extern PGDLLEXPORT void bw_listener_main(Datum main_arg);

@@ -48,12 +48,7 @@ static MemoryContext loop_cxt = NULL;
 static void
 clear_latch(int code, Datum arg)
 {
-	if (bw_shared == NULL)
-		return;
-	SpinLockAcquire(&bw_shared->mutex);
-	if (bw_shared->dispatcher_latch == MyLatch)
-		bw_shared->dispatcher_latch = NULL;
-	SpinLockRelease(&bw_shared->mutex);
+	bw_set_worker_latch(BW_LATCH_DISPATCHER, NULL);
 }
 
 /* Begin one short transaction of the dispatcher. */
@@ -85,14 +80,20 @@ extension_ready(void)
 
 /*
  * Apply one batch of due events: pending ones and failed ones whose retry
- * time has come.  Returns how many were processed, or -1 when the extension
- * is not installed.
+ * time has come.  They are claimed oldest-due first, then applied in order
+ * of (environment, order id), the order the listeners lock orders in, so
+ * that the dispatcher and the listeners cannot deadlock.  The batch stops
+ * early at the apply deadline, or before the subtransactions of its
+ * applies could overflow the subtransaction cache; the rest stays due.
+ * Returns how many were processed (APPLY_BATCH: there may be more), or -1
+ * when the extension is not installed.
  */
 static int
 apply_due_events(void)
 {
 	int64		ids[APPLY_BATCH];
 	int			n = 0;
+	int			done = 0;
 	int			ret;
 
 	begin_xact("biteship_webhook: applying events");
@@ -104,12 +105,14 @@ apply_due_events(void)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	ret = SPI_execute("SELECT id FROM biteship_webhook.events "
-					  " WHERE state IN ('pending', 'failed') "
-					  "   AND next_attempt_at <= pg_catalog.clock_timestamp() "
-					  " ORDER BY next_attempt_at "
-					  " LIMIT " CppAsString2(APPLY_BATCH)
-					  " FOR UPDATE SKIP LOCKED", false, 0);
+	ret = SPI_execute("SELECT id FROM ("
+					  " SELECT id, environment, order_id FROM biteship_webhook.events "
+					  "  WHERE state IN ('pending', 'failed') "
+					  "    AND next_attempt_at <= pg_catalog.clock_timestamp() "
+					  "  ORDER BY next_attempt_at "
+					  "  LIMIT " CppAsString2(APPLY_BATCH)
+					  "  FOR UPDATE SKIP LOCKED) due "
+					  "ORDER BY environment, order_id COLLATE \"C\", id", false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not select due events: %s", SPI_result_code_string(ret));
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -121,14 +124,18 @@ apply_due_events(void)
 	}
 	SPI_finish();
 
-	for (int i = 0; i < n; i++)
+	bw_apply_deadline_arm();
+	for (int i = 0; i < n && bw_apply_room(); i++)
 	{
 		char	   *error;
 
 		bw_apply_stored_event(ids[i], "webhook", &error);
+		done++;
 	}
+	bw_apply_deadline_disarm();
 	commit_xact();
-	return n;
+	/* stopped early: come back at once for the rest */
+	return done < n ? APPLY_BATCH : n;
 }
 
 /*
@@ -139,7 +146,7 @@ static int
 purge_batch(void)
 {
 	Datum		arg;
-	Oid			type = INT4OID;
+	Oid			type = FLOAT8OID;
 	int			ret;
 	int			n;
 
@@ -151,7 +158,7 @@ purge_batch(void)
 	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	arg = Int32GetDatum(bw_event_retention);
+	arg = Float8GetDatum((double) bw_event_retention);
 	ret = SPI_execute_with_args("DELETE FROM biteship_webhook.events WHERE id IN ("
 								" SELECT id FROM biteship_webhook.events "
 								"  WHERE received_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1) "
@@ -182,7 +189,8 @@ ms_until_next_retry(void)
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		ret = SPI_execute("SELECT pg_catalog.ceil(pg_catalog.date_part('epoch', "
-						  "  min(next_attempt_at) - pg_catalog.clock_timestamp()) * 1000)::bigint "
+						  "  pg_catalog.min(next_attempt_at) - pg_catalog.clock_timestamp()) "
+						  "  * 1000::pg_catalog.float8)::pg_catalog.int8 "
 						  "FROM biteship_webhook.events "
 						  "WHERE state IN ('pending', 'failed') AND next_attempt_at IS NOT NULL",
 						  true, 0);
@@ -266,13 +274,8 @@ bw_dispatcher_main(Datum main_arg)
 	pgstat_report_appname("biteship_webhook dispatcher");
 	bw_worker_session_settings();
 
-	if (bw_shared != NULL)
-	{
-		SpinLockAcquire(&bw_shared->mutex);
-		bw_shared->dispatcher_latch = MyLatch;
-		SpinLockRelease(&bw_shared->mutex);
-		on_shmem_exit(clear_latch, (Datum) 0);
-	}
+	bw_set_worker_latch(BW_LATCH_DISPATCHER, MyLatch);
+	on_shmem_exit(clear_latch, (Datum) 0);
 
 	loop_cxt = AllocSetContextCreate(TopMemoryContext,
 									 "biteship_webhook dispatcher loop",
@@ -305,6 +308,13 @@ bw_dispatcher_main(Datum main_arg)
 			flags |= WL_TIMEOUT;
 		(void) WaitLatch(MyLatch, flags, timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+
+		/*
+		 * A query cancel between rounds has nothing to cancel: ignore it,
+		 * as postgres.c does while it waits for a command, rather than let
+		 * it become an ERROR outside any handler (a FATAL).
+		 */
+		QueryCancelPending = false;
 		CHECK_FOR_INTERRUPTS();
 
 		if (ConfigReloadPending)

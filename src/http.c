@@ -76,8 +76,12 @@ typedef struct BwReq
 	char	   *strings;		/* owns path, query, header names/values */
 	size_t		body_cap;
 	size_t		body_limit;		/* most body bytes this request may carry */
+	size_t		body_seen;		/* body bytes received (kept or not) */
+	bool		discard_body;	/* read the body, do not keep it */
 	bool		continue_pending;	/* 100 Continue owed once earlier
 									 * requests are answered */
+	BwHttpBudget *budget;		/* charged with 'charged' bytes */
+	size_t		charged;
 } BwReq;
 
 struct BwConn
@@ -107,6 +111,9 @@ struct BwConn
 	size_t		body_wire;		/* wire bytes in the body phase */
 	size_t		nchunks;
 	int64_t		req_start_ms;	/* -1 = no partial request */
+	bool		hdr_prev_lf;	/* the last header-phase byte was LF */
+	bool		seen_request;	/* a request has started on this
+								 * connection */
 
 	/* scratch: URL then header names/values (NUL-separated) of cur */
 	char	   *sb;
@@ -208,18 +215,48 @@ buf_reserve(char **buf, size_t *cap, size_t need, size_t limit)
 	return true;
 }
 
+/*
+ * Charge n body bytes of r to its budget; false (nothing charged) when they
+ * do not fit.
+ */
+static bool
+budget_take(BwReq *r, size_t n)
+{
+	BwHttpBudget *b = r->budget;
+
+	if (b == NULL)
+		return true;
+	if (b->used > b->limit || n > b->limit - b->used)
+		return false;
+	b->used += n;
+	r->charged += n;
+	return true;
+}
+
 static inline bool
 out_pending(const BwConn *c)
 {
 	return c->out_off < c->out_len;
 }
 
+static inline size_t
+out_bytes(const BwConn *c)
+{
+	return c->out_len - c->out_off;
+}
+
+/*
+ * Whether parsing must pause between messages: too many requests are
+ * unanswered, or too much of their output is unsent (a client that
+ * pipelines and never reads must not make us buffer without bound).
+ */
 static inline bool
-pipeline_full(const BwConn *c)
+input_paused(const BwConn *c)
 {
 	int			max = c->limits.max_pipelined < 1 ? 1 : c->limits.max_pipelined;
 
-	return c->nqueued + c->npopped >= max;
+	return c->nqueued + c->npopped >= max ||
+		out_bytes(c) > c->limits.max_pending_output;
 }
 
 static inline int64_t
@@ -249,7 +286,7 @@ static bool
 reading_allowed(const BwConn *c)
 {
 	return !c->dead && !c->stop_parse && !c->closing && !c->read_closed &&
-		!c->lingering && !pipeline_full(c);
+		!c->lingering && !input_paused(c);
 }
 
 /*
@@ -354,6 +391,7 @@ reset_message_state(BwConn *c)
 	c->body_wire = 0;
 	c->nchunks = 0;
 	c->req_start_ms = -1;
+	c->hdr_prev_lf = false;
 	c->sb_len = 0;
 	c->url_len = 0;
 	c->hstate = HS_NONE;
@@ -699,9 +737,16 @@ cb_body(http_parser *p, const char *at, size_t len)
 
 	if (r == NULL || len == 0)
 		return 0;
-	if (len > r->body_limit - r->pub.body_len ||
-		r->pub.body_len + len > c->limits.max_body_size)
+	if (len > r->body_limit - r->body_seen ||
+		r->body_seen + len > c->limits.max_body_size)
 		return cb_fail(c, 413, "request body too large");
+	r->body_seen += len;
+	r->continue_pending = false;
+	if (r->discard_body)
+		return 0;
+	/* chunked bodies are charged as they arrive */
+	if (r->charged < r->body_seen && !budget_take(r, r->body_seen - r->charged))
+		return cb_fail(c, 503, "too much request data buffered, retry later");
 	/* grows geometrically; never beyond what this request may carry */
 	need = r->pub.body_len + len + 1;
 	if (!buf_reserve(&r->pub.body, &r->body_cap, need, r->body_limit + 1))
@@ -711,7 +756,6 @@ cb_body(http_parser *p, const char *at, size_t len)
 	}
 	memcpy(r->pub.body + r->pub.body_len, at, len);
 	r->pub.body_len += len;
-	r->continue_pending = false;
 	return 0;
 }
 
@@ -729,7 +773,7 @@ cb_chunk_header(http_parser *p)
 	if (p->content_length > 0)
 		c->nchunks++;
 	if (p->content_length > (uint64_t) (c->limits.max_body_size -
-										r->pub.body_len))
+										r->body_seen))
 		return cb_fail(c, 413, "request body too large");
 	return 0;
 }
@@ -862,6 +906,108 @@ build_request(BwConn *c, BwReq *r, const char **message)
 	return status;
 }
 
+/* RFC 9110 tchar: the characters a header field name (a token) may have. */
+static bool
+is_tchar(unsigned char ch)
+{
+	if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		(ch >= '0' && ch <= '9'))
+		return true;
+	return ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+/*
+ * Could this be the value of a Host header: a reg-name, an IPv4 address or
+ * an IP literal in brackets, with an optional port?  Empty is allowed (RFC
+ * 9112 section 3.2).  This refuses what a host cannot have (blanks, '/',
+ * '@', '?', '#', '\\', control characters), not every odd spelling.
+ */
+static bool
+valid_host(const char *v)
+{
+	for (const unsigned char *p = (const unsigned char *) v; *p != '\0'; p++)
+	{
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			(*p >= '0' && *p <= '9'))
+			continue;
+		if (strchr("-._~!$&'()*+,;=:%[]", *p) == NULL)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Checks on the header fields of a request that http_parser does not make
+ * (see "Strictness" in http.h).  Returns 0, or the status to answer with
+ * and *message.
+ */
+static int
+check_fields(const BwReq *r, const char **message)
+{
+	int			nhost = 0;
+	int			nte = 0;
+	const char *te = NULL;
+
+	for (int i = 0; i < r->pub.nheaders; i++)
+	{
+		const char *name = r->pub.headers[i].name;
+
+		if (name[0] == '\0')
+		{
+			*message = "empty header field name";
+			return 400;
+		}
+		for (const unsigned char *p = (const unsigned char *) name; *p != '\0'; p++)
+		{
+			if (!is_tchar(*p))
+			{
+				*message = "invalid character in a header field name";
+				return 400;
+			}
+		}
+		if (strcasecmp(name, "host") == 0)
+		{
+			nhost++;
+			if (!valid_host(r->pub.headers[i].value))
+			{
+				*message = "invalid Host header";
+				return 400;
+			}
+		}
+		else if (strcasecmp(name, "transfer-encoding") == 0)
+		{
+			nte++;
+			te = r->pub.headers[i].value;
+		}
+	}
+	if (nhost > 1)
+	{
+		*message = "more than one Host header";
+		return 400;
+	}
+	if (nhost == 0 && r->pub.http_major == 1 && r->pub.http_minor >= 1)
+	{
+		*message = "missing Host header";
+		return 400;
+	}
+	if (nte > 0 && r->pub.http_major == 1 && r->pub.http_minor == 0)
+	{
+		*message = "Transfer-Encoding is not allowed in HTTP/1.0";
+		return 400;
+	}
+	if (nte > 1)
+	{
+		*message = "more than one Transfer-Encoding header";
+		return 400;
+	}
+	if (nte == 1 && strcasecmp(te, "chunked") != 0)
+	{
+		*message = "only the chunked transfer coding is supported";
+		return 501;
+	}
+	return 0;
+}
+
 /*
  * The header block of c->cur is complete (the parser is paused just before
  * its final LF).  Check the limits, build the request, and decide about
@@ -910,8 +1056,10 @@ headers_done(BwConn *c)
 		status = 405;
 		message = "CONNECT is not supported";
 	}
-	else if (status == 0 && has_length &&
-			 p->content_length > (uint64_t) c->limits.max_body_size)
+	else if (status == 0)
+		status = check_fields(r, &message);
+	if (status == 0 && has_length &&
+		p->content_length > (uint64_t) c->limits.max_body_size)
 	{
 		status = 413;
 		message = "request body too large";
@@ -925,6 +1073,27 @@ headers_done(BwConn *c)
 	c->in_body = true;
 	r->body_limit = chunked ? c->limits.max_body_size :
 		has_length ? (size_t) p->content_length : 0;
+
+	/* a request nobody will read the body of: drop it as it arrives */
+	if (r->body_limit > 0 && c->limits.wants_body != NULL &&
+		!c->limits.wants_body(c->limits.wants_body_arg, r->pub.method,
+							  r->pub.path))
+	{
+		r->discard_body = true;
+		r->pub.body_discarded = true;
+	}
+
+	/* bodies are charged to the worker's budget, declared ones in full */
+	if (!r->discard_body && c->limits.budget != NULL &&
+		c->limits.budget->limit > 0)
+	{
+		r->budget = c->limits.budget;
+		if (has_length && !budget_take(r, r->body_limit))
+		{
+			queue_error(c, 503, "too much request data buffered, retry later");
+			return;
+		}
+	}
 
 	/*
 	 * Expect: 100-continue (HTTP/1.1 only; ignored for 1.0 as RFC 7231
@@ -985,6 +1154,32 @@ parser_error(BwConn *c, enum http_errno err)
 }
 
 /*
+ * Does a line of the header block start with a blank?  That is obsolete
+ * line folding (RFC 9112 section 5.2), or whitespace before the first
+ * header field (section 2.2); http_parser accepts both, so we look at the
+ * header-phase bytes it consumed, carrying the last byte across calls.
+ */
+static bool
+folded_line(BwConn *c, const char *data, size_t len)
+{
+	const char *p = data;
+	const char *end = data + len;
+
+	if (c->hdr_prev_lf && (*p == ' ' || *p == '\t'))
+		return true;
+	while ((p = memchr(p, '\n', (size_t) (end - p))) != NULL)
+	{
+		p++;
+		if (p == end)
+			break;
+		if (*p == ' ' || *p == '\t')
+			return true;
+	}
+	c->hdr_prev_lf = (end[-1] == '\n');
+	return false;
+}
+
+/*
  * Feed buffered input to the parser, one phase at a time, until the input
  * is used up, the pipeline is full, or parsing has stopped.
  */
@@ -1000,11 +1195,14 @@ conn_parse(BwConn *c)
 		enum http_errno err;
 
 		/* pause between messages while too many are unanswered */
-		if (c->cur == NULL && !c->in_body && pipeline_full(c))
+		if (c->cur == NULL && !c->in_body && input_paused(c))
 			break;
 
 		if (c->req_start_ms < 0)
+		{
 			c->req_start_ms = c->in_arrival_ms;
+			c->seen_request = true;
+		}
 
 		/* header phase: never feed more than one byte over the limit */
 		if (!was_body)
@@ -1023,6 +1221,11 @@ conn_parse(BwConn *c)
 								c->in + c->in_off, chunk);
 		if (n > chunk)
 			n = chunk;
+		if (!was_body && n > 0 && folded_line(c, c->in + c->in_off, n))
+		{
+			queue_error(c, 400, "obsolete line folding or whitespace before a header field");
+			return;
+		}
 		c->in_off += n;
 		if (was_body)
 			c->body_wire += n;
@@ -1303,6 +1506,8 @@ bw_conn_new(BwTransport *t, const BwHttpLimits *limits, int64_t now_ms)
 		c->limits.max_body_size = SIZE_MAX / 2;
 	if (c->limits.max_pipelined < 1)
 		c->limits.max_pipelined = 1;
+	if (c->limits.max_pending_output == 0)
+		c->limits.max_pending_output = BW_HTTP_DEFAULT_MAX_OUTPUT;
 
 	/* process-wide, idempotent: keep http_parser's own limit out of reach */
 	http_parser_set_max_header_size(BW_PARSER_HEADER_LIMIT);
@@ -1604,12 +1809,13 @@ bw_conn_next_deadline(const BwConn *c)
 
 	if (c->dead || transition_due(c))
 		return 0;
-	if (c->npopped > 0 || c->nqueued > 0)
-		return INT64_MAX;
 	if (c->lingering)
 		return c->linger_deadline_ms;
+	/* output the peer does not take times out whatever else is going on */
 	if (out_pending(c) && c->write_since_ms >= 0 && wto > 0)
 		d = c->write_since_ms + wto;
+	if (c->npopped > 0 || c->nqueued > 0)
+		return d;
 	if (!c->t->handshake_done)
 	{
 		if (rto > 0 && c->created_ms + rto < d)
@@ -1622,6 +1828,12 @@ bw_conn_next_deadline(const BwConn *c)
 	{
 		if (rto > 0 && c->req_start_ms + rto < d)
 			d = c->req_start_ms + rto;
+	}
+	else if (!out_pending(c) && !c->seen_request)
+	{
+		/* a new connection that has not said a word */
+		if (rto > 0 && c->created_ms + rto < d)
+			d = c->created_ms + rto;
 	}
 	else if (!out_pending(c) && kto > 0 && c->idle_since_ms + kto < d)
 		d = c->idle_since_ms + kto;
@@ -1647,8 +1859,6 @@ bw_conn_check_timeout(BwConn *c, int64_t now_ms)
 		c->dead = true;
 		return -1;
 	}
-	if (c->npopped > 0 || c->nqueued > 0)
-		return 0;
 	if (c->lingering)
 	{
 		if (now_ms >= c->linger_deadline_ms)
@@ -1664,6 +1874,8 @@ bw_conn_check_timeout(BwConn *c, int64_t now_ms)
 		c->dead = true;
 		return -1;
 	}
+	if (c->npopped > 0 || c->nqueued > 0)
+		return 0;
 	if (!c->t->handshake_done)
 	{
 		if (rto > 0 && now_ms >= c->created_ms + rto)
@@ -1693,6 +1905,15 @@ bw_conn_check_timeout(BwConn *c, int64_t now_ms)
 		}
 		return 0;
 	}
+	if (!out_pending(c) && !c->seen_request)
+	{
+		if (rto > 0 && now_ms >= c->created_ms + rto)
+		{
+			c->dead = true;
+			return -1;
+		}
+		return 0;
+	}
 	if (!out_pending(c) && kto > 0 && now_ms >= c->idle_since_ms + kto)
 	{
 		c->dead = true;
@@ -1711,6 +1932,8 @@ bw_http_request_free(BwHttpRequest *req)
 
 	if (r == NULL)
 		return;
+	if (r->budget != NULL)
+		r->budget->used -= r->charged < r->budget->used ? r->charged : r->budget->used;
 	free(r->strings);
 	free(r->pub.headers);
 	free(r->pub.body);

@@ -44,6 +44,22 @@
  * input for a short while (so that the client sees the response instead of
  * a TCP reset) before on_readable or check_timeout report it finished.
  *
+ * Strictness (RFC 9112).  Besides what http_parser refuses, a request is
+ * answered 400 and the connection closed when a header field name is not a
+ * token (whitespace before the colon, a space inside the name), when a line
+ * of the header block starts with whitespace (obsolete line folding, or a
+ * first header line indented), when an HTTP/1.1 request has no Host or two,
+ * or a Host with characters a host cannot have, when Transfer-Encoding is
+ * sent twice or on an HTTP/1.0 request, and 501 when it names anything but
+ * a lone "chunked".  Nothing after such a request is parsed, so it can
+ * never desynchronise the next pipelined one.
+ *
+ * Memory.  Per connection: a fixed input buffer, the header scratch (at
+ * most max_header_size), at most max_pipelined complete requests, and
+ * unsent output that stops further parsing once it passes
+ * max_pending_output.  Across connections: request bodies are charged to
+ * the optional BwHttpBudget.
+ *
  * A timeout of 0 (or less) disables it.
  *
  * src/http.h
@@ -58,6 +74,28 @@
 #include <stdint.h>
 
 #include "transport.h"
+
+/*
+ * A budget of request-body bytes shared by every connection of one worker.
+ * A request whose body would take the total past the limit is answered 503
+ * (with the connection closed) instead of being buffered.  Bodies declared
+ * with Content-Length are charged in full when their headers are complete;
+ * chunked bodies as their bytes arrive.  The charge is returned when the
+ * request is freed.  limit 0 means no limit.
+ */
+typedef struct BwHttpBudget
+{
+	size_t		limit;
+	size_t		used;
+} BwHttpBudget;
+
+/*
+ * Asked once per request, when its headers are complete: does this request
+ * need its body?  Returning false makes the connection read the body off
+ * the wire (keeping the framing and keep-alive intact) without storing it;
+ * the request then arrives with body_discarded set and an empty body.
+ */
+typedef bool (*BwHttpWantsBody) (void *arg, int method, const char *path);
 
 typedef struct BwHttpLimits
 {
@@ -79,13 +117,27 @@ typedef struct BwHttpLimits
 	 * parsing pauses.  Values below 1 mean 1.
 	 */
 	int			max_pipelined;
-	int64_t		request_timeout_ms; /* first byte -> complete; 408 + close */
-	int64_t		keepalive_timeout_ms;	/* idle before the first request
-										 * or between requests; silent
+	/*
+	 * Unsent response bytes above which the connection stops reading and
+	 * parsing more requests, so that a client that pipelines requests and
+	 * never reads the answers cannot make us buffer without bound.  0
+	 * means BW_HTTP_DEFAULT_MAX_OUTPUT.
+	 */
+	size_t		max_pending_output;
+	int64_t		request_timeout_ms; /* first byte -> complete (408 + close);
+									 * also how long a new connection may
+									 * stay silent (silent close) */
+	int64_t		keepalive_timeout_ms;	/* idle between requests; silent
 										 * close */
-	int64_t		write_timeout_ms;	/* no write progress for this long: drop;
-									 * 0 = use request_timeout_ms */
+	int64_t		write_timeout_ms;	/* no write progress for this long while
+									 * output is pending: drop; 0 = use
+									 * request_timeout_ms */
+	BwHttpBudget *budget;		/* may be NULL: bodies are not budgeted */
+	BwHttpWantsBody wants_body; /* may be NULL: every body is kept */
+	void	   *wants_body_arg;
 } BwHttpLimits;
+
+#define BW_HTTP_DEFAULT_MAX_OUTPUT	(32 * 1024)
 
 typedef struct BwHttpHeader
 {
@@ -109,6 +161,8 @@ typedef struct BwHttpRequest
 	int			http_major;
 	int			http_minor;
 	bool		keep_alive;		/* http_should_keep_alive at message end */
+	bool		body_discarded; /* wants_body said no: the body was read and
+								 * dropped, body_len is 0 */
 	int			error_status;	/* 0 = well-formed; else the status to
 								 * answer with, and the connection closes */
 	const char *error_message;	/* static string, for bw_http_json_error */
@@ -180,8 +234,9 @@ extern bool bw_conn_is_busy(const BwConn *c);	/* popped, unanswered */
 
 /*
  * Earliest instant at which bw_conn_check_timeout must be called, or
- * INT64_MAX.  No timeout is armed while requests are queued or popped and
- * unanswered.
+ * INT64_MAX.  While requests are queued or popped and unanswered only the
+ * write timeout is armed (when output is pending and the peer does not
+ * take it).
  */
 extern int64_t bw_conn_next_deadline(const BwConn *c);
 

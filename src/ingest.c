@@ -23,11 +23,17 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
+#include "commands/sequence.h"
+#include "catalog/namespace.h"
+#include "utils/lsyscache.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/formatting.h"
 #include "utils/inet.h"
 #include "utils/json.h"
@@ -35,10 +41,12 @@
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/resowner.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 
 #include "biteship_webhook.h"
 #include "payload.h"
+#include "stats.h"
 
 /* longest order_id we accept; Biteship's are 24 characters */
 #define BW_ORDER_ID_MAXLEN 128
@@ -62,6 +70,7 @@ static SPIPlanPtr plan_webhook_by_path = NULL;
 static SPIPlanPtr plan_insert_event = NULL;
 static SPIPlanPtr plan_redelivery = NULL;
 static SPIPlanPtr plan_event_outcome = NULL;
+static SPIPlanPtr plan_event_defer = NULL;
 static SPIPlanPtr plan_load_event = NULL;
 static SPIPlanPtr plan_upsert_status = NULL;
 static SPIPlanPtr plan_upsert_waybill = NULL;
@@ -75,43 +84,14 @@ static SPIPlanPtr plan_upsert_price = NULL;
 	"    ON s.webhook_id = w.id " \
 	"   AND (s.expires_at IS NULL OR s.expires_at > pg_catalog.now()) "
 
-/* set when this transaction left work for the dispatcher */
-static bool wake_at_commit = false;
-static bool xact_callback_registered = false;
+/* the timeout that ends an apply running past biteship_webhook.apply_timeout */
+static TimeoutId apply_timeout_id = MAX_TIMEOUTS;
+static volatile sig_atomic_t apply_deadline_passed = false;
 
 /*
- * At commit, wake the dispatcher if this transaction stored pending events
- * or failed ones it should retry.  Waking it earlier would be useless: it
- * could not see the rows yet.
- */
-static void
-wake_dispatcher_xact_callback(XactEvent event, void *arg)
-{
-	if (!wake_at_commit)
-		return;
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
-	{
-		wake_at_commit = false;
-		bw_wake_dispatcher();
-	}
-	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		wake_at_commit = false;
-}
-
-/* Ask for the dispatcher to be woken when this transaction commits. */
-static void
-wake_dispatcher_at_commit(void)
-{
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(wake_dispatcher_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
-	wake_at_commit = true;
-}
-
-/*
- * Prepare one statement and keep it for the life of the process.
+ * Prepare one statement.  It lives in SPI's procedure memory until
+ * prepare_plans() keeps every plan at once: if a later statement fails to
+ * prepare, nothing has been kept, and nothing leaks.
  */
 static SPIPlanPtr
 prepare_kept(const char *sql, int nargs, Oid *argtypes)
@@ -121,8 +101,6 @@ prepare_kept(const char *sql, int nargs, Oid *argtypes)
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
 			 sql, SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
 	return plan;
 }
 
@@ -133,42 +111,58 @@ prepare_kept(const char *sql, int nargs, Oid *argtypes)
 static void
 prepare_plans(void)
 {
+	SPIPlanPtr	p_by_name,
+				p_by_path,
+				p_insert,
+				p_redelivery,
+				p_outcome,
+				p_defer,
+				p_load,
+				p_status,
+				p_waybill,
+				p_price;
+
 	if (plan_upsert_price != NULL)
-		return;				/* the last one prepared below */
+		return;				/* all are kept together, at the end */
 
 	{
 		Oid			types[1] = {TEXTOID};
 
-		plan_webhook_by_name = prepare_kept(WEBHOOK_SELECT
+		p_by_name = prepare_kept(WEBHOOK_SELECT
 											"WHERE w.name = $1 ORDER BY s.id",
 											1, types);
-		plan_webhook_by_path = prepare_kept(WEBHOOK_SELECT
+		p_by_path = prepare_kept(WEBHOOK_SELECT
 											"WHERE w.path = $1 ORDER BY s.id",
 											1, types);
 	}
 	{
-		Oid			types[16] = {INT4OID, TEXTOID, TIMESTAMPTZOID, TEXTOID,
+		Oid			types[17] = {INT4OID, TEXTOID, TIMESTAMPTZOID, TEXTOID,
 			TEXTOID, JSONBOID, BYTEAOID, BYTEAOID, INT4OID, JSONBOID,
-			INETOID, INT4OID, INT2OID, TEXTOID, TEXTOID, INT4OID};
+			INETOID, INT4OID, INT2OID, TEXTOID, TEXTOID, INT4OID, INT8OID};
 
-		plan_insert_event = prepare_kept(
-										 "INSERT INTO biteship_webhook.events AS e "
-										 " (webhook_id, environment, received_at, event, order_id, "
-										 "  payload, body_sha256, raw_body, body_size, headers, "
-										 "  remote_addr, secret_id, http_status, state, last_error, "
-										 "  attempts, applied_at, last_delivery_at, next_attempt_at) "
-										 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
-										 "        $13, $14, $15, $16, "
-										 "        CASE WHEN $14 = 'applied' THEN $3 END, $3, "
-										 "        CASE WHEN $14 = 'pending' THEN $3 END) "
-										 "ON CONFLICT (webhook_id, body_sha256) WHERE state <> 'rejected' "
-										 "DO NOTHING RETURNING id",
-										 16, types);
+		/*
+		 * The id is taken beforehand (bw_delivery_reserve_id), in request
+		 * order, because a batch inserts in digest order.
+		 */
+		p_insert = prepare_kept(
+								"INSERT INTO biteship_webhook.events AS e "
+								" (id, webhook_id, environment, received_at, event, order_id, "
+								"  payload, body_sha256, raw_body, body_size, headers, "
+								"  remote_addr, secret_id, http_status, state, last_error, "
+								"  attempts, applied_at, last_delivery_at, next_attempt_at) "
+								"OVERRIDING SYSTEM VALUE "
+								"VALUES ($17, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
+								"        $13, $14, $15, $16, "
+								"        CASE WHEN $14 = 'applied' THEN $3 END, $3, "
+								"        CASE WHEN $14 = 'pending' THEN $3 END) "
+								"ON CONFLICT (webhook_id, body_sha256) WHERE state <> 'rejected' "
+								"DO NOTHING RETURNING id",
+								17, types);
 	}
 	{
 		Oid			types[3] = {INT4OID, BYTEAOID, TIMESTAMPTZOID};
 
-		plan_redelivery = prepare_kept(
+		p_redelivery = prepare_kept(
 									   "UPDATE biteship_webhook.events "
 									   "   SET delivery_count = delivery_count + 1, "
 									   "       last_delivery_at = GREATEST(last_delivery_at, $3) "
@@ -185,26 +179,29 @@ prepare_plans(void)
 		 * Record the outcome of an apply attempt.  $6 is 1 when this call
 		 * made an attempt the row does not count yet.  A failed event below
 		 * $5 attempts is scheduled for a retry after $7 * 2^(attempts - 1)
-		 * seconds, at most an hour.
+		 * seconds, at most an hour.  Only an applied event has applied_at.
+		 * Every mixed-type expression is cast explicitly, so that no
+		 * operator outside pg_catalog can ever match it better.
 		 */
-		plan_event_outcome = prepare_kept(
-										  "UPDATE biteship_webhook.events SET "
-										  "  state = $2, last_error = $3, notes = $4, "
-										  "  attempts = attempts + $6, "
-										  "  applied_at = CASE WHEN $2 = 'applied' THEN pg_catalog.now() "
-										  "                    ELSE applied_at END, "
-										  "  next_attempt_at = CASE WHEN $2 = 'failed' AND attempts + $6 < $5 "
-										  "    THEN pg_catalog.clock_timestamp() + "
-										  "         pg_catalog.make_interval(secs => "
-										  "           LEAST(3600.0, $7 * pg_catalog.power(2.0, attempts + $6 - 1))) "
-										  "    END "
-										  "WHERE id = $1",
-										  7, types);
+		p_outcome = prepare_kept(
+								 "UPDATE biteship_webhook.events SET "
+								 "  state = $2, last_error = $3, notes = $4, "
+								 "  attempts = attempts + $6, "
+								 "  applied_at = CASE WHEN $2 = 'applied' THEN pg_catalog.now() END, "
+								 "  next_attempt_at = CASE WHEN $2 = 'failed' AND attempts + $6 < $5 "
+								 "    THEN pg_catalog.clock_timestamp() + "
+								 "         pg_catalog.make_interval(secs => "
+								 "           LEAST(3600.0::pg_catalog.float8, "
+								 "                 $7 * pg_catalog.power(2.0::pg_catalog.float8, "
+								 "                      (attempts + $6 - 1)::pg_catalog.float8))) "
+								 "    END "
+								 "WHERE id = $1",
+								 7, types);
 	}
 	{
 		Oid			types[1] = {INT8OID};
 
-		plan_load_event = prepare_kept(
+		p_load = prepare_kept(
 									   "SELECT e.payload, e.environment, e.state, e.received_at, "
 									   "       w.name, w.events "
 									   "  FROM biteship_webhook.events e "
@@ -223,7 +220,7 @@ prepare_plans(void)
 		 * statement saves an executor start-up per event.
 		 */
 #define KEEP(col) "COALESCE(EXCLUDED." col ", o." col ")"
-		plan_upsert_status = prepare_kept(
+		p_status = prepare_kept(
 										  "WITH upsert AS ("
 										  "INSERT INTO biteship_webhook.orders AS o "
 										  " (environment, order_id, status, courier_company, courier_type, "
@@ -274,7 +271,7 @@ prepare_plans(void)
 	{
 		Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID};
 
-		plan_upsert_waybill = prepare_kept(
+		p_waybill = prepare_kept(
 										   "INSERT INTO biteship_webhook.orders AS o "
 										   " (environment, order_id, courier_tracking_id, courier_waybill_id, "
 										   "  last_event_id) "
@@ -294,7 +291,7 @@ prepare_plans(void)
 		Oid			types[7] = {TEXTOID, TEXTOID, NUMERICOID, NUMERICOID,
 		NUMERICOID, NUMERICOID, INT8OID};
 
-		plan_upsert_price = prepare_kept(
+		p_price = prepare_kept(
 										 "INSERT INTO biteship_webhook.orders AS o "
 										 " (environment, order_id, price, shipment_fee, "
 										 "  cash_on_delivery_fee, proof_of_delivery_fee, last_event_id) "
@@ -315,6 +312,36 @@ prepare_plans(void)
 										 7, types);
 #undef KEEP
 	}
+	{
+		Oid			types[2] = {INT8OID, TEXTOID};
+
+		/* an apply left for the dispatcher (the batch ran out of time or room) */
+		p_defer = prepare_kept(
+							   "UPDATE biteship_webhook.events SET "
+							   "  state = 'pending', attempts = 0, applied_at = NULL, "
+							   "  last_error = $2, "
+							   "  next_attempt_at = pg_catalog.clock_timestamp() "
+							   "WHERE id = $1",
+							   2, types);
+	}
+
+	/* everything prepared: keep it all for the life of the process */
+	if (SPI_keepplan(p_by_name) != 0 || SPI_keepplan(p_by_path) != 0 ||
+		SPI_keepplan(p_insert) != 0 || SPI_keepplan(p_redelivery) != 0 ||
+		SPI_keepplan(p_outcome) != 0 || SPI_keepplan(p_defer) != 0 ||
+		SPI_keepplan(p_load) != 0 || SPI_keepplan(p_status) != 0 ||
+		SPI_keepplan(p_waybill) != 0 || SPI_keepplan(p_price) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	plan_webhook_by_name = p_by_name;
+	plan_webhook_by_path = p_by_path;
+	plan_insert_event = p_insert;
+	plan_redelivery = p_redelivery;
+	plan_event_outcome = p_outcome;
+	plan_event_defer = p_defer;
+	plan_load_event = p_load;
+	plan_upsert_status = p_status;
+	plan_upsert_waybill = p_waybill;
+	plan_upsert_price = p_price;
 }
 
 /*
@@ -821,9 +848,103 @@ apply_payload(int64 event_id, const char *webhook, const char *environment,
 }
 
 /*
+ * The role that application code runs as: biteship_webhook.apply_role, or
+ * the current user when the setting is empty.  InvalidOid (or an ERROR,
+ * unless missing_ok) when the named role does not exist.
+ */
+Oid
+bw_apply_role_oid(bool missing_ok)
+{
+	Oid			role;
+
+	if (bw_apply_role == NULL || bw_apply_role[0] == '\0')
+		return GetUserId();
+	role = get_role_oid(bw_apply_role, true);
+	if (!OidIsValid(role) && !missing_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("apply role \"%s\" does not exist", bw_apply_role),
+				 errdetail("biteship_webhook.apply_role names the role that applies events and runs application triggers."),
+				 errhint("Create the role, or point biteship_webhook.apply_role at an existing non-superuser role.")));
+	return role;
+}
+
+/* Handler of the apply timeout: cancel whatever runs, and say why. */
+static void
+apply_timeout_handler(void)
+{
+	apply_deadline_passed = true;
+	InterruptPending = true;
+	QueryCancelPending = true;
+	SetLatch(MyLatch);
+}
+
+/*
+ * Arm the apply deadline of a batch: biteship_webhook.apply_timeout, or the
+ * session's statement_timeout (from the database or role) when that is
+ * shorter.  When it passes, the apply in progress is cancelled and marked
+ * failed, and the batch applies nothing more (see bw_apply_room).
+ */
+void
+bw_apply_deadline_arm(void)
+{
+	int			ms = bw_apply_timeout;
+
+	if (StatementTimeout > 0 && (ms <= 0 || StatementTimeout < ms))
+		ms = StatementTimeout;
+	apply_deadline_passed = false;
+	if (ms <= 0)
+		return;
+	if (apply_timeout_id == MAX_TIMEOUTS)
+		apply_timeout_id = RegisterTimeout(USER_TIMEOUT, apply_timeout_handler);
+	enable_timeout_after(apply_timeout_id, ms);
+}
+
+void
+bw_apply_deadline_disarm(void)
+{
+	if (apply_timeout_id != MAX_TIMEOUTS)
+		disable_timeout(apply_timeout_id, false);
+}
+
+bool
+bw_apply_deadline_passed(void)
+{
+	return apply_deadline_passed;
+}
+
+/*
+ * Is there room in this transaction for one more apply?  Not once the
+ * deadline has passed, nor when another subtransaction with an xid could
+ * overflow the backend's cache of subtransaction ids: from then on every
+ * snapshot in the cluster would have to look in pg_subtrans.  What is left
+ * goes to the dispatcher (bw_ingest_defer), which has room of its own.
+ */
+bool
+bw_apply_room(void)
+{
+	if (apply_deadline_passed)
+	{
+		/* a cancel still pending is the deadline's: it has been honoured */
+		QueryCancelPending = false;
+		return false;
+	}
+	return !MyProc->subxidStatus.overflowed &&
+		MyProc->subxidStatus.count < PGPROC_MAX_CACHED_SUBXIDS - 1;
+}
+
+/*
  * Apply a payload in a subtransaction of its own.  Returns NULL on success,
  * or the error message (in the caller's context) after rolling back only
- * the subtransaction.  A query cancel is not swallowed: it is re-thrown.
+ * the subtransaction.  A query cancel is not swallowed, it is re-thrown,
+ * unless it is the apply deadline: that fails only this event.
+ *
+ * Application code (triggers on orders and the history, and whatever they
+ * call) runs here, so the apply runs as the apply role in a
+ * security-restricted operation, the way PostgreSQL runs maintenance
+ * commands as the table owner: it can neither change roles nor leave
+ * anything behind in the session.  Abort restores the user and security
+ * context of the subtransaction's start.
  */
 static char *
 apply_in_subxact(int64 event_id, const char *webhook, const char *environment,
@@ -840,8 +961,19 @@ apply_in_subxact(int64 event_id, const char *webhook, const char *environment,
 
 	PG_TRY();
 	{
+		Oid			save_userid;
+		int			save_sec_context;
+		int			save_nestlevel;
+
+		GetUserIdAndSecContext(&save_userid, &save_sec_context);
+		SetUserIdAndSecContext(bw_apply_role_oid(false),
+							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+		save_nestlevel = NewGUCNestLevel();
 		apply_payload(event_id, webhook, environment, payload, received_at,
 					  source, notes);
+		AtEOXact_GUC(false, save_nestlevel);
+		SetUserIdAndSecContext(save_userid, save_sec_context);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
@@ -863,10 +995,15 @@ apply_in_subxact(int64 event_id, const char *webhook, const char *environment,
 		 */
 		InterruptHoldoffCount = save_holdoff;
 
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && !apply_deadline_passed)
 			ReThrowError(edata);
 
-		if (edata->detail != NULL)
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			error = psprintf("apply did not finish within the apply timeout (%d ms)",
+							 bw_apply_timeout > 0 && (StatementTimeout <= 0 ||
+													  bw_apply_timeout < StatementTimeout) ?
+							 bw_apply_timeout : StatementTimeout);
+		else if (edata->detail != NULL)
 			error = psprintf("%s (%s)", edata->message, edata->detail);
 		else
 			error = pstrdup(edata->message);
@@ -954,8 +1091,8 @@ insert_event(const BwDelivery *d, const char *event, const char *order_id,
 			 int32 secret_id, const char *state, const char *error,
 			 int attempts, const char **existing_state)
 {
-	Datum		values[16];
-	char		nulls[16];
+	Datum		values[17];
+	char		nulls[17];
 	size_t		raw_len = d->body_len;
 	int			ret;
 
@@ -992,35 +1129,46 @@ insert_event(const BwDelivery *d, const char *event, const char *order_id,
 	values[13] = CStringGetTextDatum(state);
 	values[14] = text_or_null(error, &nulls[14]);
 	values[15] = Int32GetDatum(attempts);
+	values[16] = Int64GetDatum(d->reserved_id);
 
-	ret = SPI_execute_plan(plan_insert_event, values, nulls, false, 0);
-	if (ret != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "could not insert event: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 1)
-	{
-		bool		isnull;
-
-		return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										   SPI_tuptable->tupdesc, 1, &isnull));
-	}
-
-	/* A redelivery: bump the original. */
+	/*
+	 * Insert, or bump the original of a redelivery.  The original can vanish
+	 * between the two statements (the retention purge deleted it): then the
+	 * body is new again and the insert is retried.  Each statement takes a
+	 * fresh snapshot, so the loop ends within a round or two.
+	 */
+	for (int round = 0;; round++)
 	{
 		Datum		uv[3];
 		bool		isnull;
 		int64		id;
 
+		ret = SPI_execute_plan(plan_insert_event, values, nulls, false, 0);
+		if (ret != SPI_OK_INSERT_RETURNING)
+			elog(ERROR, "could not insert event: %s", SPI_result_code_string(ret));
+		if (SPI_processed == 1)
+			return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+
 		uv[0] = values[0];
 		uv[1] = values[6];
 		uv[2] = values[2];
 		ret = SPI_execute_plan(plan_redelivery, uv, NULL, false, 0);
-		if (ret != SPI_OK_UPDATE_RETURNING || SPI_processed != 1)
+		if (ret != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not record redelivery: %s", SPI_result_code_string(ret));
-		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										 SPI_tuptable->tupdesc, 1, &isnull));
-		*existing_state = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
-															SPI_tuptable->tupdesc, 2, &isnull));
-		return -id;
+		if (SPI_processed == 1)
+		{
+			id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+			*existing_state = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+																SPI_tuptable->tupdesc, 2, &isnull));
+			return -id;
+		}
+		if (round >= 10)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not record a redelivery: its original keeps disappearing")));
+		CHECK_FOR_INTERRUPTS();
 	}
 }
 
@@ -1040,6 +1188,68 @@ record_outcome(int64 event_id, const char *state, const char *error,
 	values[5] = Int32GetDatum(new_attempt ? 1 : 0);
 	values[6] = Float8GetDatum(bw_retry_base_delay / 1000.0);
 	exec_plan(plan_event_outcome, values, nulls, SPI_OK_UPDATE);
+}
+
+/*
+ * Take the id a delivery's event will have, if it is logged.  A batch takes
+ * them in request order and then logs in digest order (see
+ * bw_delivery_log_cmp), so that events.id stays the order of arrival.  An
+ * id a duplicate does not use is a gap, as an identity default would leave.
+ */
+void
+bw_delivery_reserve_id(BwDelivery *d)
+{
+	Oid			nsp;
+	Oid			seq;
+
+	if (d->reserved_id != 0)
+		return;
+	nsp = get_namespace_oid(BW_SCHEMA, false);
+	seq = get_relname_relid("events_id_seq", nsp);
+	if (!OidIsValid(seq))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("sequence %s.events_id_seq does not exist", BW_SCHEMA)));
+	d->reserved_id = nextval_internal(seq, false);
+}
+
+/* Compute the SHA-256 of a delivery's body, once. */
+void
+bw_delivery_digest(BwDelivery *d)
+{
+	if (!d->digest_done)
+	{
+		bw_sha256(d->body, d->body_len, d->digest);
+		d->digest_done = true;
+	}
+}
+
+/*
+ * Order of the log phase of a batch: by webhook, then body digest, the key
+ * of the dedup index.  Concurrent batches that insert the same new bodies
+ * then take their speculative insertion locks in the same order, and two
+ * workers receiving one redelivery on two connections cannot deadlock.
+ */
+int
+bw_delivery_log_cmp(const BwDelivery *a, const BwDelivery *b)
+{
+	if (a->webhook->id != b->webhook->id)
+		return a->webhook->id < b->webhook->id ? -1 : 1;
+	return memcmp(a->digest, b->digest, BW_SHA256_LEN);
+}
+
+/*
+ * Order of the apply phase: by environment, then order id, so that
+ * concurrent batches lock the rows of orders in the same order.
+ */
+int
+bw_delivery_apply_cmp(const BwDelivery *a, const BwDelivery *b)
+{
+	int			c = strcmp(a->webhook->environment, b->webhook->environment);
+
+	if (c != 0)
+		return c;
+	return strcmp(a->order_key ? a->order_key : "", b->order_key ? b->order_key : "");
 }
 
 /*
@@ -1074,7 +1284,9 @@ bw_ingest_one(BwDelivery *d)
 	prepare_plans();
 	initStringInfo(&notes);
 
-	bw_sha256(d->body, d->body_len, digest);
+	bw_delivery_digest(d);
+	memcpy(digest, d->digest, BW_SHA256_LEN);
+	bw_delivery_reserve_id(d);
 
 	/*
 	 * The installation check comes first: Biteship refuses to save a webhook
@@ -1086,6 +1298,14 @@ bw_ingest_one(BwDelivery *d)
 		secret_id = verify_signature(d, &reason);
 		d->http_status = 200;
 		state = "ping";
+		/* anyone can send an unsigned one: log those at a bounded rate */
+		if (secret_id <= 0 &&
+			!bw_unverified_allowed(d->webhook->id, d->webhook->name, state,
+								   bw_unverified_log_rate))
+		{
+			id = 0;
+			goto done;
+		}
 		if (d->body_len > 0 && !bw_body_looks_like_object(d->body, d->body_len))
 			payload = NULL;
 		else if (d->body_len > 0)
@@ -1102,8 +1322,12 @@ bw_ingest_one(BwDelivery *d)
 		d->http_status = 401;
 		state = "rejected";
 		error = pstrdup(reason);
-		id = insert_event(d, NULL, NULL, NULL, digest, true, 0, state, error,
-						  0, &existing_state);
+		if (!bw_unverified_allowed(d->webhook->id, d->webhook->name, state,
+								   bw_unverified_log_rate))
+			id = 0;
+		else
+			id = insert_event(d, NULL, NULL, NULL, digest, true, 0, state, error,
+							  0, &existing_state);
 		goto done;
 	}
 
@@ -1120,8 +1344,12 @@ bw_ingest_one(BwDelivery *d)
 	{
 		d->http_status = 400;
 		state = "rejected";
-		id = insert_event(d, NULL, NULL, NULL, digest, true, secret_id, state,
-						  error, 0, &existing_state);
+		if (!bw_unverified_allowed(d->webhook->id, d->webhook->name, state,
+								   bw_unverified_log_rate))
+			id = 0;
+		else
+			id = insert_event(d, NULL, NULL, NULL, digest, true, secret_id, state,
+							  error, 0, &existing_state);
 		goto done;
 	}
 
@@ -1170,9 +1398,10 @@ done:
 		d->event_id = id;
 		d->state = state;
 		if (strcmp(state, "pending") == 0)
-			wake_dispatcher_at_commit();
+			bw_wake_at_commit(BW_LATCH_DISPATCHER);
 		d->error = error ? MemoryContextStrdup(callercxt, error) : NULL;
-		if (d->apply_payload == NULL)
+		/* id 0: answered, but not logged (the unverified rate limit) */
+		if (d->apply_payload == NULL && id > 0)
 			bw_stats_count_event(state);
 	}
 	(void) existing_state;
@@ -1184,8 +1413,9 @@ done:
  * Second phase of ingest: apply a logged delivery to orders and history, in
  * a subtransaction of its own.  Does nothing for deliveries that were not
  * logged as "applied" (rejected, ignored, pending, duplicates).  Callers
- * with a batch apply in order of d->order_key (stable), so that concurrent
- * batches lock order rows in the same order and cannot deadlock.
+ * with a batch apply in bw_delivery_apply_cmp order (stably), so that
+ * concurrent batches lock order rows in the same order and cannot
+ * deadlock, and check bw_apply_room() before each apply.
  */
 void
 bw_ingest_apply(BwDelivery *d)
@@ -1212,13 +1442,38 @@ bw_ingest_apply(BwDelivery *d)
 					   notes.len > 0 ? notes.data : NULL, false);
 		d->state = "failed";
 		d->error = MemoryContextStrdup(callercxt, error);
-		wake_dispatcher_at_commit();
+		bw_wake_at_commit(BW_LATCH_DISPATCHER);
 	}
 	else if (notes.len > 0)
 		record_outcome(d->event_id, "applied", NULL, notes.data, false);
 	bw_stats_count_event(d->state);
 	d->apply_payload = NULL;
 
+	SPI_finish();
+}
+
+/*
+ * Leave a logged delivery that was to be applied now for the dispatcher
+ * instead: it becomes pending, due at once.  The answer says "pending".
+ */
+void
+bw_ingest_defer(BwDelivery *d, const char *why)
+{
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+
+	if (d->apply_payload == NULL)
+		return;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_plans();
+	values[0] = Int64GetDatum(d->event_id);
+	values[1] = text_or_null(why, &nulls[1]);
+	exec_plan(plan_event_defer, values, nulls, SPI_OK_UPDATE);
+	d->state = "pending";
+	d->apply_payload = NULL;
+	bw_stats_count_event("pending");
+	bw_wake_at_commit(BW_LATCH_DISPATCHER);
 	SPI_finish();
 }
 

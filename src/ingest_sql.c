@@ -13,6 +13,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -33,6 +34,7 @@ PG_FUNCTION_INFO_V1(bw_ingest);
 PG_FUNCTION_INFO_V1(bw_replay);
 PG_FUNCTION_INFO_V1(bw_replay_failed);
 PG_FUNCTION_INFO_V1(bw_purge_events);
+PG_FUNCTION_INFO_V1(bw_config_changed);
 
 static const char *const subscribable_events[] = {
 	"order.status", "order.waybill_id", "order.price"
@@ -560,4 +562,20 @@ bw_purge_events(PG_FUNCTION_ARGS)
 	n = SPI_processed;
 	SPI_finish();
 	PG_RETURN_INT64((int64) n);
+}
+
+/*
+ * config_changed(): statement trigger on the tables the listeners cache
+ * (webhooks): the configuration generation moves when the transaction
+ * commits, and the listeners reload before their next batch.
+ */
+Datum
+bw_config_changed(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("config_changed() must be called as a trigger")));
+	bw_config_changed_at_commit();
+	return PointerGetDatum(NULL);
 }

@@ -4,18 +4,26 @@
  *	  The HTTP(S) listener background worker.
  *
  * One event loop per worker.  A WaitEventSet holds the latch, postmaster
- * death, the listen sockets and one private epoll fd in which every client
- * socket lives, so connections come and go without touching the set.  Each
- * turn of the loop reads what is ready, collects every request that became
- * complete, and handles them as one batch in one short transaction: each
- * delivery is logged and applied (each in its own subtransaction) and the
- * whole batch commits with one WAL flush.  Only after COMMIT is any
- * delivery answered.  No transaction is ever open while the worker waits on
- * the network.
+ * death and one private epoll fd in which the listen sockets and every
+ * client socket live, so that connections come and go, and accepting can
+ * pause, without touching the set.  Each turn of the loop reads what is
+ * ready, collects every request that became complete, and handles them as
+ * one batch in one short transaction: the batch's deliveries are logged,
+ * then applied (each in its own subtransaction), and the whole batch
+ * commits with one WAL flush.  Only after COMMIT is any delivery answered.
+ * No transaction is ever open while the worker waits on the network.
  *
- * The HTTP framing and the transports live in http.c and transport.c, which
- * make no backend calls; this file is the glue between them and the ingest
- * core.
+ * What a client can make this process hold is bounded: connections
+ * (max_connections, and a few more being refused over TLS), per
+ * connection the limits of http.c (headers, pipelined requests, unsent
+ * output), and across connections the request bodies (body_memory_limit).
+ * Bodies are kept only for POSTs to a webhook's path; the listener knows
+ * the paths from a cache that is reloaded whenever the configuration
+ * generation moves.
+ *
+ * The HTTP framing and the transports live in http.c, transport.c and
+ * tls.c, which make no backend calls; this file is the glue between them
+ * and the ingest core.
  *
  *-------------------------------------------------------------------------
  */
@@ -41,6 +49,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
@@ -62,10 +71,21 @@
 #define MAX_LISTEN_SOCKETS	16
 #define MAX_EPOLL_EVENTS	256
 #define RETRY_AFTER_SECONDS 5
+/* how long accepting pauses when the process is out of file descriptors */
+#define ACCEPT_PAUSE_MS		100
+/* how often binding is retried while no listen socket could be opened */
+#define LISTEN_RETRY_MS		10000
+/* TLS connections over max_connections that still get a proper 503 */
+#define MAX_REFUSING		32
 
 /* tags for the WaitEventSet's user_data */
-#define TAG_LISTEN	((void *) 1)
 #define TAG_EPOLL	((void *) 2)
+
+/* One listen socket; its address is the epoll user data. */
+typedef struct ListenSock
+{
+	int			fd;
+} ListenSock;
 
 /* One client connection. */
 typedef struct Client
@@ -75,6 +95,7 @@ typedef struct Client
 	uint32		epoll_mask;		/* interest currently registered */
 	bool		ready;			/* may have complete requests queued */
 	bool		answered;		/* answered this turn: parse what is buffered */
+	bool		refusing;		/* over max_connections: answer 503 and close */
 	char		peer[BW_ADDRSTRLEN];
 	struct Client *prev;
 	struct Client *next;
@@ -96,17 +117,35 @@ typedef struct Job
 
 static int	listener_id = 0;
 static int	epoll_fd = -1;
-static int	listen_fds[MAX_LISTEN_SOCKETS];
+static ListenSock listen_socks[MAX_LISTEN_SOCKETS];
 static int	nlisten = 0;
+static bool accept_paused = false;
+static int64 accept_resume_ms = 0;
+static int64 listen_retry_ms = 0;	/* 0: no retry pending */
+static bool listen_failed_logged = false;
+static bool tls_broken = false; /* ssl = on, but no usable context */
 static Client *clients = NULL;
-static int	nclients = 0;
+static int	nclients = 0;		/* served connections */
+static int	nrefusing = 0;		/* connections being refused */
 static Client *rr_next = NULL;	/* where the next batch starts collecting */
 static BwHttpLimits limits;
+static BwHttpLimits refusing_limits;
+static BwHttpBudget body_budget;
 static BwCidrList trusted_proxies;
 static BwCidrList metrics_allow;
 static BwLocalStats local_stats;
 static MemoryContext batch_cxt = NULL;
 static BwTlsContext *tls_ctx = NULL;
+
+/* the webhook paths, sorted, as of config generation paths_generation */
+static char **webhook_paths = NULL;
+static int	nwebhook_paths = 0;
+static uint64 paths_generation = 0;
+static bool paths_loaded = false;
+static bool paths_reload = false;	/* the cache is known to be stale */
+
+static void close_listen_sockets(void);
+static void open_listen_sockets(void);
 
 /* Monotonic milliseconds, for timeouts and latency. */
 static int64
@@ -118,8 +157,103 @@ now_ms(void)
 	return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* bsearch comparator of the path cache */
+static int
+path_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/*
+ * http.c asks this when a request's headers are in: keep its body only if
+ * it is a POST to a webhook's path.  Everything else the listener answers
+ * (404, 405, /healthz, /metrics) needs no body, so none is buffered.
+ */
+static bool
+listener_wants_body(void *arg, int method, const char *path)
+{
+	if (method != HTTP_POST || nwebhook_paths == 0)
+		return false;
+	return bsearch(&path, webhook_paths, nwebhook_paths, sizeof(char *),
+				   path_cmp) != NULL;
+}
+
+/* Refusing connections keep no body at all. */
+static bool
+wants_no_body(void *arg, int method, const char *path)
+{
+	return false;
+}
+
+/*
+ * Reload the webhook paths when the configuration generation has moved
+ * (create_webhook, drop_webhook, or any change to the webhooks table
+ * commits), or when the cache is known to be stale.  One short read-only
+ * transaction; on any error the old cache stays.
+ */
+static void
+refresh_webhook_paths(void)
+{
+	uint64		gen = bw_config_generation();
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	if (paths_loaded && !paths_reload && gen == paths_generation)
+		return;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	PG_TRY();
+	{
+		char	  **paths = NULL;
+		int			npaths = 0;
+
+		if (OidIsValid(get_extension_oid("biteship_webhook", true)))
+		{
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			if (SPI_execute("SELECT path FROM biteship_webhook.webhooks "
+							"ORDER BY path COLLATE pg_catalog.\"C\"", true, 0) != SPI_OK_SELECT)
+				elog(ERROR, "could not read the webhook paths");
+			paths = MemoryContextAllocZero(TopMemoryContext,
+										   sizeof(char *) * Max(SPI_processed, 1));
+			for (uint64 i = 0; i < SPI_processed; i++)
+			{
+				char	   *p = SPI_getvalue(SPI_tuptable->vals[i],
+											 SPI_tuptable->tupdesc, 1);
+
+				if (p != NULL)
+					paths[npaths++] = MemoryContextStrdup(TopMemoryContext, p);
+			}
+			SPI_finish();
+		}
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+
+		for (int i = 0; i < nwebhook_paths; i++)
+			pfree(webhook_paths[i]);
+		if (webhook_paths != NULL)
+			pfree(webhook_paths);
+		webhook_paths = paths;
+		nwebhook_paths = npaths;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	paths_generation = gen;
+	paths_loaded = true;
+	paths_reload = false;
+}
+
 /*
  * Read the settings the event loop uses; called at start and on SIGHUP.
+ * The check hooks have validated the address lists already.
  */
 static void
 load_settings(void)
@@ -129,32 +263,62 @@ load_settings(void)
 	limits.max_header_size = bw_max_header_size;
 	limits.max_body_size = bw_max_body_size;
 	limits.max_pipelined = 16;
+	limits.max_pending_output = BW_HTTP_DEFAULT_MAX_OUTPUT;
 	limits.request_timeout_ms = bw_request_timeout;
 	limits.keepalive_timeout_ms = bw_keepalive_timeout;
 	limits.write_timeout_ms = bw_request_timeout;
+	limits.budget = &body_budget;
+	limits.wants_body = listener_wants_body;
+	limits.wants_body_arg = NULL;
+	body_budget.limit = (size_t) bw_body_memory_limit * 1024;
+
+	refusing_limits = limits;
+	refusing_limits.max_pipelined = 1;
+	refusing_limits.budget = NULL;
+	refusing_limits.wants_body = wants_no_body;
 
 	if (!bw_cidr_parse(bw_trusted_proxies, &trusted_proxies, &bad))
-	{
-		ereport(WARNING,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid entry \"%s\" in biteship_webhook.trusted_proxies", bad),
-				 errdetail("No proxy is trusted until the setting is fixed."),
-				 errhint("Use addresses or CIDR ranges separated by commas, e.g. '10.0.0.0/8, ::1'.")));
 		trusted_proxies.n = 0;
-	}
 	if (!bw_cidr_parse(bw_metrics_allow, &metrics_allow, &bad))
-	{
-		ereport(WARNING,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid entry \"%s\" in biteship_webhook.metrics_allow", bad),
-				 errdetail("/metrics is served to loopback only until the setting is fixed.")));
 		bw_cidr_parse("127.0.0.0/8,::1", &metrics_allow, &bad);
+}
+
+/*
+ * Warn (once, from listener 0) when application code would run with more
+ * rights than it should: the apply role is missing, or a superuser.
+ */
+static void
+check_apply_role(void)
+{
+	if (listener_id != 0)
+		return;
+	StartTransactionCommand();
+	{
+		Oid			role = bw_apply_role_oid(true);
+
+		if (!OidIsValid(role))
+			ereport(WARNING,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("biteship_webhook.apply_role \"%s\" does not exist", bw_apply_role),
+					 errdetail("Deliveries are logged and answered, but every apply fails until the role exists."),
+					 errhint("Run CREATE EXTENSION or ALTER EXTENSION biteship_webhook UPDATE, which create the role, or set biteship_webhook.apply_role.")));
+		else if (superuser_arg(role))
+			ereport(WARNING,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("biteship_webhook applies events as a superuser"),
+					 errdetail("Application triggers on orders and order_status_history would run as superuser \"%s\".",
+							   GetUserNameFromId(role, false)),
+					 errhint("Set biteship_webhook.apply_role to a role without superuser rights, such as biteship_webhook_apply.")));
 	}
+	CommitTransactionCommand();
 }
 
 /*
  * Set up (or, on reload, replace) the TLS context.  A bad new certificate or
- * key keeps the old context in use.
+ * key keeps the old context in use.  Without any usable context and with
+ * ssl = on, the listener closes its sockets (it never serves plain HTTP in
+ * place of HTTPS) and keeps running, so that a reload can fix it without a
+ * restart loop.
  */
 static void
 load_tls(bool at_start)
@@ -170,6 +334,7 @@ load_tls(bool at_start)
 					(errmsg("biteship_webhook listener: TLS switched off; new connections use plain HTTP")));
 		bw_tls_context_release(tls_ctx);
 		tls_ctx = NULL;
+		tls_broken = false;
 		return;
 	}
 
@@ -190,15 +355,20 @@ load_tls(bool at_start)
 					 errmsg("biteship_webhook listener: could not load the new TLS configuration, keeping the old one"),
 					 errdetail("%s", err)));
 		else
-			ereport(at_start ? FATAL : LOG,
-					(errcode(ERRCODE_CONFIG_FILE_ERROR),
-					 errmsg("biteship_webhook listener: could not set up TLS"),
-					 errdetail("%s", err),
-					 errhint("Check biteship_webhook.ssl_cert_file and biteship_webhook.ssl_key_file, or set biteship_webhook.ssl = off.")));
+		{
+			if (listener_id == 0)
+				ereport(LOG,
+						(errcode(ERRCODE_CONFIG_FILE_ERROR),
+						 errmsg("biteship_webhook listener: could not set up TLS; not listening until the configuration is fixed"),
+						 errdetail("%s", err),
+						 errhint("Fix biteship_webhook.ssl_cert_file and biteship_webhook.ssl_key_file, or set biteship_webhook.ssl = off, then reload.")));
+			tls_broken = true;
+		}
 		return;
 	}
 	bw_tls_context_release(tls_ctx);
 	tls_ctx = newctx;
+	tls_broken = false;
 	if (!at_start)
 		ereport(LOG,
 				(errmsg("biteship_webhook listener: TLS configuration reloaded")));
@@ -217,9 +387,31 @@ is_loopback(const struct sockaddr *sa)
 	return false;
 }
 
+/* Register a listen socket in the private epoll fd. */
+static void
+watch_listen_socket(ListenSock *ls, bool on)
+{
+	struct epoll_event ev;
+
+	ev.events = on ? EPOLLIN : 0;
+	ev.data.ptr = ls;
+	epoll_ctl(epoll_fd, EPOLL_CTL_MOD, ls->fd, &ev);
+}
+
+/* Is this epoll user data one of our listen sockets? */
+static bool
+is_listen_sock(const void *ptr)
+{
+	return ptr >= (const void *) &listen_socks[0] &&
+		ptr < (const void *) &listen_socks[MAX_LISTEN_SOCKETS];
+}
+
 /*
  * Open the listen sockets for biteship_webhook.listen_addresses, shared
- * with the other listener workers through SO_REUSEPORT.
+ * with the other listener workers through SO_REUSEPORT.  When none can be
+ * opened (the port is taken, the address is gone) the listener keeps
+ * running and tries again every LISTEN_RETRY_MS; the check hook has
+ * already refused what can never work.
  */
 static void
 open_listen_sockets(void)
@@ -229,11 +421,13 @@ open_listen_sockets(void)
 	ListCell   *l;
 	char		portstr[16];
 	bool		exposed = false;
+	int			elevel = listen_failed_logged ? DEBUG1 : LOG;
 
+	listen_retry_ms = 0;
+	if (tls_broken || nlisten > 0)
+		return;
 	if (!SplitGUCList(rawstring, ',', &elemlist))
-		ereport(FATAL,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid list syntax in biteship_webhook.listen_addresses")));
+		elemlist = NIL;			/* the check hook refuses this */
 	snprintf(portstr, sizeof(portstr), "%d", bw_port);
 
 	foreach(l, elemlist)
@@ -254,7 +448,7 @@ open_listen_sockets(void)
 		rc = getaddrinfo(host, portstr, &hints, &res);
 		if (rc != 0)
 		{
-			ereport(LOG,
+			ereport(elevel,
 					(errmsg("biteship_webhook listener: could not resolve \"%s\": %s",
 							host ? host : "*", gai_strerror(rc))));
 			continue;
@@ -264,6 +458,7 @@ open_listen_sockets(void)
 			int			fd;
 			int			one = 1;
 			char		addr[BW_ADDRSTRLEN];
+			struct epoll_event ev;
 
 			bw_sockaddr_text(ai->ai_addr, addr, sizeof(addr));
 			fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -280,15 +475,23 @@ open_listen_sockets(void)
 				close(fd);
 				/* an address family the host lacks is not worth a log line */
 				if (save_errno != EADDRNOTAVAIL && save_errno != EAFNOSUPPORT)
-					ereport(LOG,
+					ereport(elevel,
 							(errcode_for_socket_access(),
 							 errmsg("biteship_webhook listener: could not listen on %s port %d: %s",
 									addr, bw_port, strerror(save_errno))));
 				continue;
 			}
+			ev.events = EPOLLIN;
+			ev.data.ptr = &listen_socks[nlisten];
+			if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
+			{
+				close(fd);
+				continue;
+			}
+			ReserveExternalFD();
 			if (!is_loopback(ai->ai_addr))
 				exposed = true;
-			listen_fds[nlisten++] = fd;
+			listen_socks[nlisten++].fd = fd;
 			if (listener_id == 0)
 				ereport(LOG,
 						(errmsg("biteship_webhook listener: listening on %s port %d%s",
@@ -296,18 +499,73 @@ open_listen_sockets(void)
 		}
 		freeaddrinfo(res);
 	}
+	list_free(elemlist);
+	pfree(rawstring);
 
 	if (nlisten == 0)
-		ereport(FATAL,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("biteship_webhook listener: could not listen on any address"),
-				 errhint("Check biteship_webhook.listen_addresses and biteship_webhook.port, and that nothing else uses the port.")));
+	{
+		if (!listen_failed_logged && listener_id == 0)
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIG_FILE_ERROR),
+					 errmsg("biteship_webhook listener: could not listen on any address; retrying every %d s",
+							LISTEN_RETRY_MS / 1000),
+					 errhint("Check biteship_webhook.listen_addresses and biteship_webhook.port, and that nothing else uses the port.")));
+		listen_failed_logged = true;
+		listen_retry_ms = now_ms() + LISTEN_RETRY_MS;
+		return;
+	}
+	if (listen_failed_logged)
+		ereport(LOG,
+				(errmsg("biteship_webhook listener: listening again on port %d", bw_port)));
+	listen_failed_logged = false;
+	accept_paused = false;
 
 	if (exposed && !bw_ssl && trusted_proxies.n == 0 && listener_id == 0)
 		ereport(WARNING,
 				(errmsg("biteship_webhook listener is reachable from the network without TLS"),
 				 errdetail("Signature secrets travel in clear text over plain HTTP."),
 				 errhint("Set biteship_webhook.ssl = on with a certificate, or put a TLS-terminating proxy in front and list it in biteship_webhook.trusted_proxies.")));
+}
+
+/* Close every listen socket (TLS became unusable). */
+static void
+close_listen_sockets(void)
+{
+	for (int i = 0; i < nlisten; i++)
+	{
+		epoll_ctl(epoll_fd, EPOLL_CTL_DEL, listen_socks[i].fd, NULL);
+		close(listen_socks[i].fd);
+		ReleaseExternalFD();
+	}
+	nlisten = 0;
+}
+
+/*
+ * Stop accepting for a moment: the process is out of file descriptors, so
+ * accept() fails and the listen sockets would stay readable, and the loop
+ * would spin.  Connections wait in the kernel's backlog meanwhile.
+ */
+static void
+pause_accepting(int err)
+{
+	if (accept_paused)
+		return;
+	for (int i = 0; i < nlisten; i++)
+		watch_listen_socket(&listen_socks[i], false);
+	accept_paused = true;
+	accept_resume_ms = now_ms() + ACCEPT_PAUSE_MS;
+	ereport(LOG,
+			(errmsg("biteship_webhook listener: could not accept a connection: %s; pausing for %d ms",
+					strerror(err), ACCEPT_PAUSE_MS),
+			 errhint("Raise the open file limit of the server (ulimit -n), or lower biteship_webhook.max_connections.")));
+}
+
+static void
+resume_accepting(void)
+{
+	for (int i = 0; i < nlisten; i++)
+		watch_listen_socket(&listen_socks[i], true);
+	accept_paused = false;
 }
 
 /* Register or update a client's epoll interest. */
@@ -352,21 +610,28 @@ drop_client(Client *c)
 		rr_next = c->next;
 	epoll_ctl(epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
 	bw_conn_free(c->conn);
+	ReleaseExternalFD();
 	if (c->prev)
 		c->prev->next = c->next;
 	else
 		clients = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	nclients--;
+	if (c->refusing)
+		nrefusing--;
+	else
+		nclients--;
 	pfree(c);
 }
 
 /*
- * Refuse a connection cheaply: one write of a canned 503 and close.
+ * Refuse a connection cheaply.  Plain HTTP: one write of a canned 503, then
+ * close.  TLS: a client would read clear text as a broken handshake, so it
+ * is only closed (within the MAX_REFUSING allowance it gets a real 503 over
+ * TLS instead; see accept_clients).
  */
 static void
-refuse_connection(int fd)
+refuse_connection(int fd, bool plain)
 {
 	static const char resp[] =
 		"HTTP/1.1 503 Service Unavailable\r\n"
@@ -380,14 +645,19 @@ refuse_connection(int fd)
 
 	StaticAssertStmt(sizeof("{\"ok\":false,\"error\":\"too many open connections\"}") - 1 == 48,
 					 "canned 503 body length");
-	rc = send(fd, resp, sizeof(resp) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-	(void) rc;
+	if (plain)
+	{
+		rc = send(fd, resp, sizeof(resp) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+		(void) rc;
+	}
 	close(fd);
 	local_stats.connections_refused++;
 }
 
 /*
- * Accept what is pending on a listen socket.
+ * Accept what is pending on a listen socket.  Each client socket is
+ * accounted to fd.c (AcquireExternalFD), so that the backend's own file
+ * handling never runs out because of clients.
  */
 static void
 accept_clients(int lfd)
@@ -402,12 +672,27 @@ accept_clients(int lfd)
 		Client	   *c;
 		struct epoll_event ev;
 		int			one = 1;
+		bool		refusing = false;
 
 		if (fd < 0)
+		{
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+				errno == ENOMEM)
+				pause_accepting(errno);
 			return;				/* EAGAIN, or a transient error */
+		}
 		if (nclients >= bw_max_connections)
 		{
-			refuse_connection(fd);
+			if (tls_ctx == NULL || nrefusing >= MAX_REFUSING)
+			{
+				refuse_connection(fd, tls_ctx == NULL);
+				continue;
+			}
+			refusing = true;
+		}
+		if (!AcquireExternalFD())
+		{
+			refuse_connection(fd, tls_ctx == NULL);
 			continue;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -416,17 +701,20 @@ accept_clients(int lfd)
 		if (t == NULL)
 		{
 			close(fd);
+			ReleaseExternalFD();
 			continue;
 		}
 		c = MemoryContextAllocZero(TopMemoryContext, sizeof(Client));
-		c->conn = bw_conn_new(t, &limits, now_ms());
+		c->conn = bw_conn_new(t, refusing ? &refusing_limits : &limits, now_ms());
 		if (c->conn == NULL)
 		{
 			/* bw_conn_new closed the transport */
+			ReleaseExternalFD();
 			pfree(c);
 			continue;
 		}
 		c->fd = fd;
+		c->refusing = refusing;
 		bw_sockaddr_text((struct sockaddr *) &addr, c->peer, sizeof(c->peer));
 		c->epoll_mask = EPOLLIN;
 		ev.events = EPOLLIN;
@@ -434,6 +722,7 @@ accept_clients(int lfd)
 		if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
 		{
 			bw_conn_free(c->conn);
+			ReleaseExternalFD();
 			pfree(c);
 			continue;
 		}
@@ -441,7 +730,13 @@ accept_clients(int lfd)
 		if (clients)
 			clients->prev = c;
 		clients = c;
-		nclients++;
+		if (refusing)
+		{
+			nrefusing++;
+			local_stats.connections_refused++;
+		}
+		else
+			nclients++;
 	}
 }
 
@@ -465,6 +760,37 @@ set_answer(Job *job, int status, const char *message)
 	job->body = error_body(message);
 	if (status == 503)
 		job->extra_headers = "Retry-After: " CppAsString2(RETRY_AFTER_SECONDS) "\r\n";
+}
+
+/*
+ * The client's address: the TCP peer, or behind a trusted proxy the first
+ * untrusted hop of X-Forwarded-For, every such header counted (RFC 9110
+ * lets a list header arrive split over several fields).
+ */
+static void
+client_address(const Job *job, char *out, size_t outsize)
+{
+	const BwHttpRequest *req = job->req;
+	StringInfoData xff;
+	int			n = 0;
+
+	if (trusted_proxies.n == 0 || !bw_cidr_match(&trusted_proxies, job->client->peer))
+	{
+		strlcpy(out, job->client->peer, outsize);
+		return;
+	}
+	initStringInfo(&xff);
+	for (int i = 0; i < req->nheaders; i++)
+	{
+		if (pg_strcasecmp(req->headers[i].name, "x-forwarded-for") != 0)
+			continue;
+		if (n++ > 0)
+			appendStringInfoString(&xff, ", ");
+		appendStringInfoString(&xff, req->headers[i].value);
+	}
+	bw_forwarded_client(&trusted_proxies, job->client->peer,
+						n > 0 ? xff.data : NULL, out, outsize);
+	pfree(xff.data);
 }
 
 /*
@@ -571,20 +897,30 @@ prepare_job(Job *job)
 
 	if (req->error_status != 0)
 	{
-		job->status = req->error_status;
-		job->body = error_body(req->error_message ? req->error_message : "bad request");
+		set_answer(job, req->error_status,
+				   req->error_message ? req->error_message : "bad request");
+		job->close_after = true;
+		return false;
+	}
+	if (job->client->refusing)
+	{
+		set_answer(job, 503, "too many open connections");
 		job->close_after = true;
 		return false;
 	}
 	if (strcmp(req->path, "/metrics") == 0)
 	{
+		char		addr[BW_ADDRSTRLEN];
+
 		if (req->method != HTTP_GET && req->method != HTTP_HEAD)
 		{
 			set_answer(job, 405, "method not allowed");
 			job->extra_headers = "Allow: GET, HEAD\r\n";
 			return false;
 		}
-		if (!bw_cidr_match(&metrics_allow, job->client->peer))
+		/* behind a trusted proxy, the proxy's client is who asks */
+		client_address(job, addr, sizeof(addr));
+		if (!bw_cidr_match(&metrics_allow, addr))
 		{
 			set_answer(job, 403, "metrics are not served to this address");
 			return false;
@@ -613,11 +949,12 @@ typedef struct WebhookCacheEntry
 } WebhookCacheEntry;
 
 /*
- * Handle the database part of one job, inside the batch transaction.
+ * The database part of one job that needs no ingest (health, metrics, 404,
+ * 405), or the delivery it carries, ready for the log phase.
  */
 static void
-run_job(Job *job, WebhookCacheEntry *cache, int *ncache, TimestampTz batch_now,
-		int64 mono_now)
+route_job(Job *job, WebhookCacheEntry *cache, int *ncache, TimestampTz batch_now,
+		  int64 mono_now)
 {
 	BwHttpRequest *req = job->req;
 	BwWebhook  *wh = NULL;
@@ -668,6 +1005,13 @@ run_job(Job *job, WebhookCacheEntry *cache, int *ncache, TimestampTz batch_now,
 		job->extra_headers = "Allow: POST\r\n";
 		return;
 	}
+	if (req->body_discarded)
+	{
+		/* the path cache did not know this webhook yet: never guess */
+		paths_reload = true;
+		set_answer(job, 503, "webhook configuration is being reloaded, retry");
+		return;
+	}
 
 	headers = palloc(sizeof(BwHeader) * Max(req->nheaders, 1));
 	for (i = 0; i < req->nheaders; i++)
@@ -675,9 +1019,7 @@ run_job(Job *job, WebhookCacheEntry *cache, int *ncache, TimestampTz batch_now,
 		headers[i].name = req->headers[i].name;
 		headers[i].value = req->headers[i].value;
 	}
-	bw_forwarded_client(&trusted_proxies, job->client->peer,
-						bw_http_header(req, "x-forwarded-for"),
-						remote, sizeof(remote));
+	client_address(job, remote, sizeof(remote));
 
 	d = palloc0(sizeof(BwDelivery));
 	d->webhook = wh;
@@ -688,8 +1030,6 @@ run_job(Job *job, WebhookCacheEntry *cache, int *ncache, TimestampTz batch_now,
 	d->remote_addr = remote[0] ? pstrdup(remote) : NULL;
 	d->received_at = batch_now - (mono_now - req->received_at_ms) * 1000;
 	d->deferred = (bw_apply_mode == BW_APPLY_DEFERRED);
-
-	bw_ingest_one(d);
 	job->delivery = d;
 }
 
@@ -704,9 +1044,12 @@ answer_delivery(Job *job)
 
 	job->status = d->http_status;
 	initStringInfo(&body);
-	if (d->http_status == 200)
+	if (d->http_status == 200 && d->event_id > 0)
 		appendStringInfo(&body, "{\"ok\":true,\"event_id\":" INT64_FORMAT ",\"state\":\"%s\"}",
 						 d->event_id, d->state);
+	else if (d->http_status == 200)
+		appendStringInfo(&body, "{\"ok\":true,\"event_id\":null,\"state\":\"%s\"}",
+						 d->state);
 	else
 	{
 		appendStringInfoString(&body, "{\"ok\":false,\"error\":");
@@ -718,15 +1061,26 @@ answer_delivery(Job *job)
 	job->body = body.data;
 }
 
-/* qsort comparator: deliveries to apply, by order key, then batch position */
+/* qsort comparator of the log phase; ties keep batch order */
+static int
+log_order_cmp(const void *a, const void *b)
+{
+	const Job  *ja = *(Job *const *) a;
+	const Job  *jb = *(Job *const *) b;
+	int			c = bw_delivery_log_cmp(ja->delivery, jb->delivery);
+
+	if (c != 0)
+		return c;
+	return (ja > jb) - (ja < jb);
+}
+
+/* qsort comparator of the apply phase; ties keep batch order */
 static int
 apply_order_cmp(const void *a, const void *b)
 {
 	const Job  *ja = *(Job *const *) a;
 	const Job  *jb = *(Job *const *) b;
-	const char *ka = ja->delivery->order_key ? ja->delivery->order_key : "";
-	const char *kb = jb->delivery->order_key ? jb->delivery->order_key : "";
-	int			c = strcmp(ka, kb);
+	int			c = bw_delivery_apply_cmp(ja->delivery, jb->delivery);
 
 	if (c != 0)
 		return c;
@@ -734,25 +1088,63 @@ apply_order_cmp(const void *a, const void *b)
 }
 
 /*
- * Apply the logged deliveries of a batch.  They go in order of order id,
- * keeping request order within one order: concurrent listener workers then
- * take the orders' row locks in the same order and cannot deadlock.
+ * Log and apply the deliveries of a batch, inside its transaction.
+ *
+ * The log phase goes in order of (webhook, body digest), the key of the
+ * dedup index; the apply phase in order of (environment, order id), keeping
+ * request order within an order.  Two listener workers (or a listener and
+ * the dispatcher) then take the same locks in the same order and cannot
+ * deadlock, whatever their batches hold.  An apply that runs out of time
+ * fails alone; what the batch had no time or room left for goes to the
+ * dispatcher, logged and answered as pending.
  */
 static void
-apply_batch(Job *jobs, int njobs)
+ingest_batch(Job *jobs, int njobs)
 {
 	Job		  **todo = palloc(sizeof(Job *) * njobs);
 	int			n = 0;
 
 	for (int i = 0; i < njobs; i++)
 	{
-		if (jobs[i].delivery != NULL && jobs[i].delivery->apply_payload != NULL)
+		if (jobs[i].delivery != NULL)
+		{
+			bw_delivery_digest(jobs[i].delivery);
+			bw_delivery_reserve_id(jobs[i].delivery);
 			todo[n++] = &jobs[i];
+		}
 	}
+	if (n == 0)
+		return;
 	if (n > 1)
-		qsort(todo, n, sizeof(Job *), apply_order_cmp);
+		qsort(todo, n, sizeof(Job *), log_order_cmp);
 	for (int i = 0; i < n; i++)
-		bw_ingest_apply(todo[i]->delivery);
+		bw_ingest_one(todo[i]->delivery);
+
+	/* the apply phase: only what was logged to be applied now */
+	{
+		int			m = 0;
+
+		for (int i = 0; i < n; i++)
+		{
+			if (todo[i]->delivery->apply_payload != NULL)
+				todo[m++] = todo[i];
+		}
+		if (m > 1)
+			qsort(todo, m, sizeof(Job *), apply_order_cmp);
+		bw_apply_deadline_arm();
+		for (int i = 0; i < m; i++)
+		{
+			if (bw_apply_room())
+				bw_ingest_apply(todo[i]->delivery);
+			else
+				bw_ingest_defer(todo[i]->delivery,
+								bw_apply_deadline_passed() ?
+								"the batch ran past biteship_webhook.apply_timeout; left for the dispatcher" :
+								"the batch ran out of subtransactions; left for the dispatcher");
+		}
+		bw_apply_deadline_disarm();
+	}
+
 	for (int i = 0; i < njobs; i++)
 	{
 		if (jobs[i].delivery != NULL)
@@ -763,7 +1155,8 @@ apply_batch(Job *jobs, int njobs)
 /*
  * Run the database part of a batch in one transaction.  On any error the
  * transaction is rolled back and every job that needed it is answered 503:
- * nothing is acknowledged that was not committed.
+ * nothing is acknowledged that was not committed.  A SIGTERM while the
+ * batch runs cancels it (fast shutdown never waits for a slow trigger).
  */
 static void
 run_batch_transaction(Job *jobs, int njobs)
@@ -771,9 +1164,9 @@ run_batch_transaction(Job *jobs, int njobs)
 	MemoryContext oldcxt = CurrentMemoryContext;
 	TimestampTz batch_now = GetCurrentTimestamp();
 	int64		mono_now = now_ms();
-	uint32		save_holdoff = InterruptHoldoffCount;
 	volatile bool committed = false;
 
+	bw_worker_set_cancel_on_term(true);
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -797,13 +1190,15 @@ run_batch_transaction(Job *jobs, int njobs)
 			for (int i = 0; i < njobs; i++)
 				if (jobs[i].needs_db)
 					set_answer(&jobs[i], 503, "biteship_webhook is not installed in this database yet");
+			/* when it is, its webhooks must be read */
+			paths_reload = true;
 		}
 		else
 		{
 			for (int i = 0; i < njobs; i++)
 				if (jobs[i].needs_db)
-					run_job(&jobs[i], cache, &ncache, batch_now, mono_now);
-			apply_batch(jobs, njobs);
+					route_job(&jobs[i], cache, &ncache, batch_now, mono_now);
+			ingest_batch(jobs, njobs);
 		}
 
 		PopActiveSnapshot();
@@ -815,11 +1210,14 @@ run_batch_transaction(Job *jobs, int njobs)
 		MemoryContextSwitchTo(oldcxt);
 		EmitErrorReport();
 		FlushErrorState();
+		bw_apply_deadline_disarm();
 		AbortCurrentTransaction();
-		/* an ERROR resets the holdoff count; the batch still holds them */
-		InterruptHoldoffCount = save_holdoff;
 	}
 	PG_END_TRY();
+
+	/* a cancel that arrived too late to matter was meant for this batch */
+	bw_worker_set_cancel_on_term(false);
+	QueryCancelPending = false;
 
 	MemoryContextSwitchTo(oldcxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -918,6 +1316,25 @@ process_batch(void)
 }
 
 /*
+ * Parse what a client has buffered and read more; mark it ready when
+ * requests are complete.  Returns false when the client was dropped.
+ */
+static bool
+read_client(Client *c, int64 now)
+{
+	int			rc = bw_conn_on_readable(c->conn, now);
+
+	if (rc < 0 && !bw_conn_want_write(c->conn))
+	{
+		drop_client(c);
+		return false;
+	}
+	if (rc > 0)
+		c->ready = true;
+	return true;
+}
+
+/*
  * Flush every client with output pending, drop the finished ones, and
  * update epoll interest.
  */
@@ -929,7 +1346,10 @@ flush_clients(void)
 
 	for (Client *c = clients; c != NULL; c = next)
 	{
+		bool		paused;
+
 		next = c->next;
+		paused = !bw_conn_want_read(c->conn);
 		if (bw_conn_want_write(c->conn) && bw_conn_flush(c->conn, now) < 0)
 		{
 			drop_client(c);
@@ -937,53 +1357,64 @@ flush_clients(void)
 		}
 
 		/*
-		 * Answering frees pipeline slots.  Requests already in the input
-		 * buffer raise no new socket event, so parse them now.
+		 * Answering, or output draining, frees the connection to parse
+		 * more.  Requests already in the input buffer raise no new socket
+		 * event, so parse them now.
 		 */
-		if (c->answered)
+		if ((c->answered || paused) && bw_conn_want_read(c->conn))
 		{
 			c->answered = false;
-			if (bw_conn_want_read(c->conn))
-			{
-				int			rc = bw_conn_on_readable(c->conn, now);
-
-				if (rc > 0)
-					c->ready = true;
-				else if (rc < 0 && !bw_conn_want_write(c->conn))
-				{
-					drop_client(c);
-					continue;
-				}
-			}
+			if (!read_client(c, now))
+				continue;
 		}
+		c->answered = false;
 		update_interest(c);
 	}
 }
 
 /*
- * Handle client socket events reported by the private epoll fd.
+ * Handle the events of the private epoll fd: new connections on the listen
+ * sockets, and client sockets that became readable or writable.
  */
 static void
-service_clients(void)
+service_epoll(void)
 {
 	struct epoll_event evs[MAX_EPOLL_EVENTS];
 	int			n = epoll_wait(epoll_fd, evs, MAX_EPOLL_EVENTS, 0);
 	int64		now = now_ms();
 
+	/* accept first: a client in the same batch of events cannot be a new one */
+	for (int i = 0; i < n; i++)
+	{
+		if (is_listen_sock(evs[i].data.ptr))
+		{
+			if (!accept_paused)
+				accept_clients(((ListenSock *) evs[i].data.ptr)->fd);
+			evs[i].data.ptr = NULL;
+		}
+	}
+
 	for (int i = 0; i < n; i++)
 	{
 		Client	   *c = (Client *) evs[i].data.ptr;
+		bool		force_read = false;
 		int			rc;
 
+		if (c == NULL)
+			continue;
 		if (evs[i].events & EPOLLOUT)
 		{
+			bool		paused = !bw_conn_want_read(c->conn);
+
 			if (bw_conn_flush(c->conn, now) < 0)
 			{
 				drop_client(c);
 				continue;
 			}
+			/* output drained below the bound: parse what waits */
+			force_read = paused && bw_conn_want_read(c->conn);
 		}
-		if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		if ((evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) || force_read)
 		{
 			/* a paused connection does not read, so would miss a reset */
 			if ((evs[i].events & EPOLLERR) ||
@@ -1018,7 +1449,8 @@ any_client_ready(void)
 }
 
 /*
- * Enforce timeouts; returns the wait until the next deadline in ms, or -1.
+ * Enforce timeouts, resume accepting and retry binding when due; returns
+ * the wait until the next deadline in ms, or -1.
  */
 static long
 check_timeouts(void)
@@ -1026,6 +1458,21 @@ check_timeouts(void)
 	int64		now = now_ms();
 	int64		next = PG_INT64_MAX;
 	Client	   *nextc;
+
+	if (accept_paused)
+	{
+		if (now >= accept_resume_ms)
+			resume_accepting();
+		else
+			next = accept_resume_ms;
+	}
+	if (listen_retry_ms > 0)
+	{
+		if (now >= listen_retry_ms)
+			open_listen_sockets();
+		if (listen_retry_ms > 0 && listen_retry_ms < next)
+			next = listen_retry_ms;
+	}
 
 	for (Client *c = clients; c != NULL; c = nextc)
 	{
@@ -1064,13 +1511,13 @@ bw_listener_main(Datum main_arg)
 	listener_id = DatumGetInt32(main_arg);
 
 	/*
-	 * SIGTERM asks for a shutdown at the end of the current turn: the batch
-	 * in flight commits and is answered first.  Interrupts are not held, so
-	 * a query cancel, statement_timeout or lock_timeout still ends a batch
-	 * that waits on a lock (it is then answered 503).
+	 * SIGTERM asks for a shutdown at the end of the current turn, and
+	 * cancels the batch in flight, if any (its requests are answered 503).
+	 * Interrupts are never held, so a query cancel, the apply timeout or
+	 * lock_timeout end a batch that waits on a lock.
 	 */
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pqsignal(SIGTERM, bw_worker_sigterm);
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(bw_database,
@@ -1082,35 +1529,37 @@ bw_listener_main(Datum main_arg)
 									  "biteship_webhook listener batch",
 									  ALLOCSET_DEFAULT_SIZES);
 	load_settings();
-	load_tls(true);
-	open_listen_sockets();
+	check_apply_role();
 
 	epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	if (epoll_fd < 0)
 		ereport(FATAL,
 				(errcode_for_socket_access(),
 				 errmsg("biteship_webhook listener: could not create epoll instance: %m")));
+	ReserveExternalFD();
 
-	wes = BW_CREATE_WAIT_EVENT_SET(3 + nlisten);
+	load_tls(true);
+	open_listen_sockets();
+	refresh_webhook_paths();
+
+	wes = BW_CREATE_WAIT_EVENT_SET(3);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	for (int i = 0; i < nlisten; i++)
-		AddWaitEventToSet(wes, WL_SOCKET_READABLE, listen_fds[i], NULL, TAG_LISTEN);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, epoll_fd, NULL, TAG_EPOLL);
 
 	for (;;)
 	{
-		WaitEvent	events[MAX_LISTEN_SOCKETS + 3];
+		WaitEvent	events[3];
 		long		timeout;
 		int			n;
 
 		timeout = check_timeouts();
-		if (nclients != last_nclients)
+		if (nclients + nrefusing != last_nclients)
 		{
 			/* timeouts closed connections: publish before sleeping */
 			bw_stats_flush(&local_stats);
-			bw_stats_set_connections(listener_id, nclients);
-			last_nclients = nclients;
+			bw_stats_set_connections(listener_id, nclients + nrefusing);
+			last_nclients = nclients + nrefusing;
 		}
 		if (leftover || any_client_ready())
 			timeout = 0;
@@ -1122,29 +1571,42 @@ bw_listener_main(Datum main_arg)
 		{
 			if (events[i].events & WL_LATCH_SET)
 				ResetLatch(MyLatch);
-			else if (events[i].user_data == TAG_LISTEN)
-				accept_clients(events[i].fd);
 		}
+
+		/*
+		 * A query cancel between batches has nothing to cancel: ignore it,
+		 * as postgres.c does while it waits for a command, rather than let
+		 * it become an ERROR outside any handler (a FATAL).
+		 */
+		QueryCancelPending = false;
 		CHECK_FOR_INTERRUPTS();
 		if (ShutdownRequestPending)
 			break;
 
 		if (ConfigReloadPending)
 		{
+			bool		was_broken = tls_broken;
+
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			bw_worker_session_settings();
 			load_settings();
 			load_tls(false);
+			check_apply_role();
+			if (tls_broken && !was_broken)
+				close_listen_sockets();
+			else if (!tls_broken && nlisten == 0)
+				open_listen_sockets();
 		}
 
-		service_clients();
+		refresh_webhook_paths();
+		service_epoll();
 		leftover = process_batch();
 		flush_clients();
 
 		bw_stats_flush(&local_stats);
-		bw_stats_set_connections(listener_id, nclients);
-		last_nclients = nclients;
+		bw_stats_set_connections(listener_id, nclients + nrefusing);
+		last_nclients = nclients + nrefusing;
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(batch_cxt);
 	}

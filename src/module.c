@@ -14,15 +14,20 @@
 #include "postgres.h"
 
 #include <limits.h>
+#include <signal.h>
 
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "access/xact.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "utils/guc.h"
+#include "utils/varlena.h"
 
 #include "biteship_webhook.h"
+#include "netaddr.h"
 
 PG_MODULE_MAGIC;
 
@@ -38,13 +43,17 @@ int			bw_max_connections = 256;
 int			bw_max_body_size = 1024 * 1024;
 int			bw_max_header_size = 16 * 1024;
 int			bw_request_timeout = 10000;
-int			bw_keepalive_timeout = 60000;
+int			bw_keepalive_timeout = 5000;
 int			bw_apply_mode = BW_APPLY_INLINE;
 int			bw_max_apply_attempts = 5;
 int			bw_retry_base_delay = 10000;
 int			bw_event_retention = 30 * 24 * 3600;
 int			bw_rejected_body_limit = 4096;
 int			bw_max_batch_size = 64;
+int			bw_apply_timeout = 5000;
+char	   *bw_apply_role = NULL;
+int			bw_unverified_log_rate = 60;
+int			bw_body_memory_limit = 64 * 1024;	/* kB */
 char	   *bw_trusted_proxies = NULL;
 char	   *bw_metrics_allow = NULL;
 bool		bw_ssl = false;
@@ -69,6 +78,8 @@ static const struct config_enum_entry ssl_protocol_options[] = {
 	{NULL, 0, false}
 };
 
+static volatile sig_atomic_t cancel_on_term = false;
+
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -86,6 +97,84 @@ bw_shmem_startup_hook(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	bw_shmem_startup();
+}
+
+/*
+ * Check hook of the address lists: each item an address or a CIDR range.
+ */
+static bool
+check_cidr_list(char **newval, void **extra, GucSource source)
+{
+	BwCidrList	list;
+	const char *bad;
+
+	if (*newval == NULL || bw_cidr_parse(*newval, &list, &bad))
+		return true;
+	GUC_check_errdetail("\"%s\" is not an IP address or CIDR range (at most %d entries).",
+						bad, BW_MAX_CIDRS);
+	GUC_check_errhint("Use addresses or ranges separated by commas, e.g. '10.0.0.0/8, ::1'.");
+	return false;
+}
+
+/*
+ * Check hook of biteship_webhook.listen_addresses: a comma-separated list
+ * of host names, IP addresses or "*".  Resolution happens when the
+ * listener binds; here only what can never work is refused.
+ */
+static bool
+check_listen_addresses(char **newval, void **extra, GucSource source)
+{
+	char	   *raw;
+	List	   *items;
+	ListCell   *l;
+	bool		ok = true;
+
+	if (*newval == NULL)
+		return true;
+	raw = pstrdup(*newval);
+	if (!SplitGUCList(raw, ',', &items))
+	{
+		GUC_check_errdetail("List syntax is invalid.");
+		pfree(raw);
+		return false;
+	}
+	if (items == NIL)
+	{
+		GUC_check_errdetail("The list is empty.");
+		GUC_check_errhint("To run no listener, set biteship_webhook.listener_workers = 0.");
+		ok = false;
+	}
+	foreach(l, items)
+	{
+		const char *item = lfirst(l);
+
+		if (strcmp(item, "*") == 0)
+			continue;
+		if (strlen(item) == 0 || strlen(item) > 255 ||
+			strspn(item, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:%") != strlen(item))
+		{
+			GUC_check_errdetail("\"%s\" is not a host name or IP address.", item);
+			ok = false;
+			break;
+		}
+	}
+	list_free(items);
+	pfree(raw);
+	return ok;
+}
+
+/* Check hook of biteship_webhook.apply_role: a role name, or empty. */
+static bool
+check_apply_role(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	if (strlen(*newval) >= NAMEDATALEN)
+	{
+		GUC_check_errdetail("A role name is at most %d bytes.", NAMEDATALEN - 1);
+		return false;
+	}
+	return true;
 }
 
 /*
@@ -115,9 +204,9 @@ define_reloadable_settings(void)
 							&bw_request_timeout, 10000, 100, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("biteship_webhook.keepalive_timeout",
-							gettext_noop("Time an idle keep-alive connection is kept open."),
-							NULL,
-							&bw_keepalive_timeout, 60000, 0, 3600 * 1000,
+							gettext_noop("Time an idle keep-alive connection is kept open between requests."),
+							gettext_noop("A new connection that sends nothing is closed after request_timeout."),
+							&bw_keepalive_timeout, 5000, 0, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomEnumVariable("biteship_webhook.apply_mode",
 							 gettext_noop("When deliveries are applied to orders."),
@@ -150,16 +239,42 @@ define_reloadable_settings(void)
 							NULL,
 							&bw_max_batch_size, 64, 1, 1024,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("biteship_webhook.apply_timeout",
+							gettext_noop("Longest time the workers spend applying one batch of events."),
+							gettext_noop("An event whose apply (application triggers included) runs past it "
+										 "is marked failed and retried; the rest of the batch is left to the "
+										 "dispatcher. A shorter statement_timeout of the database or role wins. "
+										 "0 leaves only statement_timeout."),
+							&bw_apply_timeout, 5000, 0, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomStringVariable("biteship_webhook.apply_role",
+							   gettext_noop("Role that applies events to orders and runs application triggers."),
+							   gettext_noop("Application code runs as this role, in a security-restricted operation. "
+											"Empty means the role applying the event (not recommended)."),
+							   &bw_apply_role, "biteship_webhook_apply",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_apply_role, NULL, NULL);
+	DefineCustomIntVariable("biteship_webhook.unverified_log_rate",
+							gettext_noop("Unverified deliveries logged per minute and webhook."),
+							gettext_noop("Rejected deliveries and unsigned installation checks beyond this rate "
+										 "are answered as usual and counted in /metrics, but not logged. "
+										 "-1 logs them all."),
+							&bw_unverified_log_rate, 60, -1, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("biteship_webhook.body_memory_limit",
+							gettext_noop("Request bodies one listener worker buffers at most, in total."),
+							gettext_noop("A request that would take more is answered 503 with Retry-After."),
+							&bw_body_memory_limit, 64 * 1024, 1024, INT_MAX / 1024,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomStringVariable("biteship_webhook.trusted_proxies",
 							   gettext_noop("Addresses (CIDR, comma-separated) whose X-Forwarded-For header is trusted."),
 							   NULL,
 							   &bw_trusted_proxies, "",
-							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+							   PGC_SIGHUP, 0, check_cidr_list, NULL, NULL);
 	DefineCustomStringVariable("biteship_webhook.metrics_allow",
 							   gettext_noop("Addresses (CIDR, comma-separated) allowed to read /metrics."),
 							   NULL,
 							   &bw_metrics_allow, "127.0.0.0/8,::1/128",
-							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+							   PGC_SIGHUP, 0, check_cidr_list, NULL, NULL);
 	DefineCustomBoolVariable("biteship_webhook.ssl",
 							 gettext_noop("Serve HTTPS instead of HTTP."),
 							 NULL,
@@ -213,7 +328,7 @@ define_postmaster_settings(void)
 							   gettext_noop("Addresses the HTTP listener binds, comma-separated; * for all."),
 							   NULL,
 							   &bw_listen_addresses, "localhost",
-							   PGC_POSTMASTER, GUC_LIST_INPUT, NULL, NULL, NULL);
+							   PGC_POSTMASTER, GUC_LIST_INPUT, check_listen_addresses, NULL, NULL);
 	DefineCustomIntVariable("biteship_webhook.port",
 							gettext_noop("TCP port of the HTTP listener."),
 							NULL,
@@ -229,10 +344,13 @@ define_postmaster_settings(void)
 /*
  * Session settings of the workers, applied at start and after each reload.
  *
- * search_path: the workers usually connect as a superuser; with pg_catalog
- * first, an operator or function that a database owner creates elsewhere
- * cannot capture the workers' statements.  public stays on the path so
- * that application triggers that name their tables unqualified still work.
+ * search_path: pg_catalog, then pg_temp, and nothing else.  The workers
+ * usually connect as a superuser; no function or operator that anyone
+ * creates in another schema (public belongs to the database owner) can
+ * then capture their statements, not even one that matches an expression
+ * better than pg_catalog's.  Application triggers must qualify the names
+ * they use, or set search_path on their function, as they must for
+ * PostgreSQL's own maintenance commands.
  *
  * synchronous_commit: a 200 promises a durable event, so the workers never
  * commit asynchronously, whatever the database or role says.
@@ -240,9 +358,41 @@ define_postmaster_settings(void)
 void
 bw_worker_session_settings(void)
 {
-	SetConfigOption("search_path", "pg_catalog, public", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	if (synchronous_commit == SYNCHRONOUS_COMMIT_OFF)
 		SetConfigOption("synchronous_commit", "local", PGC_SUSET, PGC_S_OVERRIDE);
+}
+
+/*
+ * SIGTERM of the workers: shut down at the end of the current turn.  While
+ * a batch runs (bw_worker_set_cancel_on_term), the batch is cancelled too,
+ * so that a fast shutdown never waits for a slow trigger: its requests are
+ * answered 503.
+ */
+void
+bw_worker_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	ShutdownRequestPending = true;
+	if (cancel_on_term)
+	{
+		InterruptPending = true;
+		QueryCancelPending = true;
+	}
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+void
+bw_worker_set_cancel_on_term(bool on)
+{
+	cancel_on_term = on;
+	if (on && ShutdownRequestPending)
+	{
+		InterruptPending = true;
+		QueryCancelPending = true;
+	}
 }
 
 /*

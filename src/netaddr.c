@@ -174,35 +174,52 @@ bw_sockaddr_text(const struct sockaddr *sa, char *out, size_t outsize)
 	}
 }
 
+/*
+ * Walk X-Forwarded-For from the right, over every hop however many there
+ * are: each trusted hop passes the question on to the one before it, and
+ * the first untrusted hop is the client.  When every hop is trusted, the
+ * leftmost one is.  An entry that is not an address ends the walk, and the
+ * last good hop stands.
+ */
 void
 bw_forwarded_client(const BwCidrList *trusted, const char *peer,
 					const char *xff, char *out, size_t outsize)
 {
-	char	   *copy;
-	char	   *hops[64];
-	int			nhops = 0;
-	char	   *save = NULL;
-	char	   *tok;
-	int			family;
-	unsigned char bytes[16];
+	const char *end;
 
 	snprintf(out, outsize, "%s", peer);
 	if (xff == NULL || trusted->n == 0 || !bw_cidr_match(trusted, peer))
 		return;
-	copy = strdup(xff);
-	if (copy == NULL)
-		return;
-	for (tok = strtok_r(copy, ",", &save); tok != NULL && nhops < 64;
-		 tok = strtok_r(NULL, ",", &save))
-		hops[nhops++] = trim(tok);
 
-	for (int i = nhops - 1; i >= 0; i--)
+	end = xff + strlen(xff);
+	while (end > xff)
 	{
-		if (!parse_addr(hops[i], &family, bytes))
-			break;				/* garbage: stop at the last good hop */
-		snprintf(out, outsize, "%s", hops[i]);
-		if (!bw_cidr_match(trusted, hops[i]))
+		const char *start = end;
+		const char *a;
+		const char *b;
+		char		hop[BW_ADDRSTRLEN];
+		int			family;
+		unsigned char bytes[16];
+
+		while (start > xff && start[-1] != ',')
+			start--;
+		a = start;
+		b = end;
+		while (a < b && (*a == ' ' || *a == '\t'))
+			a++;
+		while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+			b--;
+		if (b == a || (size_t) (b - a) >= sizeof(hop))
 			break;
+		memcpy(hop, a, (size_t) (b - a));
+		hop[b - a] = '\0';
+		if (!parse_addr(hop, &family, bytes))
+			break;				/* garbage: stop at the last good hop */
+		snprintf(out, outsize, "%s", hop);
+		if (!bw_cidr_match(trusted, hop))
+			break;
+		if (start == xff)
+			break;
+		end = start - 1;		/* before the comma */
 	}
-	free(copy);
 }

@@ -2,18 +2,23 @@
  *
  * stats.c
  *	  Shared-memory state of biteship_webhook: counters and histograms of the
- *	  listener, and the dispatcher's latch.
+ *	  workers, the latches through which they are woken, the configuration
+ *	  generation, the rate limiter of unverified deliveries, and what a
+ *	  transaction leaves for its commit (counts, wake-ups).
  *
- * Workers accumulate counts locally and fold them in once per batch under a
- * spinlock, so the hot path takes no locks per request.  The counters are
- * read by biteship_webhook.stats() (and so by the stats view and the
- * listener's /metrics).  Without shared_preload_libraries there is no
- * shared memory; the functions here then do nothing and report nothing.
+ * Counters that every event touches are atomics.  The label tables and the
+ * histograms are folded in by each worker once per batch under one
+ * LWLock, so the hot path takes no lock per request, and readers copy them
+ * under the same lock in shared mode.  Event outcomes are counted only when
+ * the transaction that produced them commits: a batch that rolls back
+ * counts nothing.  Without shared_preload_libraries there is no shared
+ * memory; the functions here then do nothing and report nothing.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -25,6 +30,7 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
 
 #include "biteship_webhook.h"
 #include "stats.h"
@@ -42,6 +48,13 @@ const double bw_latency_bounds[BW_LATENCY_BUCKETS] = {
 
 BwShared   *bw_shared = NULL;
 
+/* what the current transaction leaves for its commit */
+static uint64 pending_events[BW_NEVENT_STATES];
+static bool pending_any = false;
+static bool pending_wake[BW_NLATCHES];
+static bool pending_config_bump = false;
+static bool xact_callback_registered = false;
+
 static Size
 shared_size(void)
 {
@@ -52,6 +65,7 @@ void
 bw_shmem_request(void)
 {
 	RequestAddinShmemSpace(shared_size());
+	RequestNamedLWLockTranche("biteship_webhook", 1);
 }
 
 void
@@ -65,6 +79,15 @@ bw_shmem_startup(void)
 	{
 		memset(bw_shared, 0, shared_size());
 		SpinLockInit(&bw_shared->mutex);
+		bw_shared->lock = &(GetNamedLWLockTranche("biteship_webhook"))->lock;
+		pg_atomic_init_u64(&bw_shared->config_generation, 1);
+		for (int i = 0; i < BW_NEVENT_STATES; i++)
+			pg_atomic_init_u64(&bw_shared->events[i], 0);
+		pg_atomic_init_u64(&bw_shared->connections_refused, 0);
+		for (int i = 0; i < BW_NTLS_FAILURES; i++)
+			pg_atomic_init_u64(&bw_shared->tls_failures[i], 0);
+		for (int i = 0; i < BW_MAX_LISTENERS; i++)
+			pg_atomic_init_u32(&bw_shared->open_connections[i], 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -81,7 +104,59 @@ state_index(const char *state)
 }
 
 /*
- * Count one event outcome.
+ * At commit, publish what the transaction counted and wake whoever it left
+ * work for; at abort, forget it.  Waking earlier would be useless: the woken
+ * worker could not see the rows yet.
+ */
+static void
+at_commit_xact_callback(XactEvent event, void *arg)
+{
+	bool		commit;
+
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+		commit = true;
+	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		commit = false;
+	else
+		return;
+
+	if (commit && bw_shared != NULL)
+	{
+		if (pending_any)
+		{
+			for (int i = 0; i < BW_NEVENT_STATES; i++)
+			{
+				if (pending_events[i] > 0)
+					pg_atomic_fetch_add_u64(&bw_shared->events[i], pending_events[i]);
+			}
+		}
+		if (pending_config_bump)
+			pg_atomic_fetch_add_u64(&bw_shared->config_generation, 1);
+		for (int i = 0; i < BW_NLATCHES; i++)
+		{
+			if (pending_wake[i])
+				bw_wake_worker((BwWorkerLatch) i);
+		}
+	}
+	if (pending_any)
+		memset(pending_events, 0, sizeof(pending_events));
+	pending_any = false;
+	pending_config_bump = false;
+	memset(pending_wake, 0, sizeof(pending_wake));
+}
+
+static void
+register_callback(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(at_commit_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+}
+
+/*
+ * Count one event outcome, once the current transaction commits.
  */
 void
 bw_stats_count_event(const char *state)
@@ -90,9 +165,121 @@ bw_stats_count_event(const char *state)
 
 	if (bw_shared == NULL || i < 0)
 		return;
-	SpinLockAcquire(&bw_shared->mutex);
-	bw_shared->events[i]++;
-	SpinLockRelease(&bw_shared->mutex);
+	register_callback();
+	pending_events[i]++;
+	pending_any = true;
+}
+
+/* Wake a worker when the current transaction commits. */
+void
+bw_wake_at_commit(BwWorkerLatch which)
+{
+	if (bw_shared == NULL)
+		return;
+	register_callback();
+	pending_wake[which] = true;
+}
+
+/*
+ * The configuration the listener caches (webhook paths, forwarding
+ * endpoints) changes when the current transaction commits.
+ */
+void
+bw_config_changed_at_commit(void)
+{
+	if (bw_shared == NULL)
+		return;
+	register_callback();
+	pending_config_bump = true;
+}
+
+/* The configuration generation; 0 without shared memory. */
+uint64
+bw_config_generation(void)
+{
+	if (bw_shared == NULL)
+		return 0;
+	return pg_atomic_read_u64(&bw_shared->config_generation);
+}
+
+/*
+ * May one more unverified delivery (an installation check, or a rejected
+ * one) of this webhook be written to the events log?  A token bucket per
+ * webhook, shared by every backend: per_minute tokens a minute, as many in
+ * a burst.  When it says no, the delivery is still answered, counted under
+ * its webhook and state, and not logged.
+ */
+bool
+bw_unverified_allowed(int32 webhook_id, const char *webhook, const char *state,
+					  int per_minute)
+{
+	TimestampTz now;
+	BwRateSlot *slot = NULL;
+	BwRateSlot *oldest = NULL;
+	bool		allowed;
+
+	if (bw_shared == NULL || per_minute < 0)
+		return true;
+
+	now = GetCurrentTimestamp();
+	LWLockAcquire(bw_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < BW_MAX_RATE_SLOTS; i++)
+	{
+		BwRateSlot *s = &bw_shared->rate[i];
+
+		if (s->webhook_id == webhook_id)
+		{
+			slot = s;
+			break;
+		}
+		if (oldest == NULL || s->webhook_id == 0 ||
+			(oldest->webhook_id != 0 && s->refilled_at < oldest->refilled_at))
+			oldest = s;
+	}
+	if (slot == NULL)
+	{
+		/* a new webhook takes a free slot, or the one idle the longest */
+		slot = oldest;
+		slot->webhook_id = webhook_id;
+		slot->tokens = per_minute;
+		slot->refilled_at = now;
+	}
+	else
+	{
+		double		secs = (double) (now - slot->refilled_at) / USECS_PER_SEC;
+
+		slot->tokens = Min((double) per_minute,
+						   slot->tokens + secs * per_minute / 60.0);
+		slot->refilled_at = now;
+	}
+	allowed = slot->tokens >= 1.0;
+	if (allowed)
+		slot->tokens -= 1.0;
+	else
+	{
+		int			j;
+
+		for (j = 0; j < bw_shared->nunlogged; j++)
+		{
+			BwUnloggedCounter *c = &bw_shared->unlogged[j];
+
+			if (strcmp(c->webhook, webhook) == 0 && strcmp(c->state, state) == 0)
+				break;
+		}
+		if (j == bw_shared->nunlogged && j < BW_MAX_UNLOGGED_COUNTERS)
+		{
+			strlcpy(bw_shared->unlogged[j].webhook, webhook,
+					sizeof(bw_shared->unlogged[j].webhook));
+			strlcpy(bw_shared->unlogged[j].state, state,
+					sizeof(bw_shared->unlogged[j].state));
+			bw_shared->unlogged[j].count = 0;
+			bw_shared->nunlogged++;
+		}
+		if (j < BW_MAX_UNLOGGED_COUNTERS)
+			bw_shared->unlogged[j].count++;
+	}
+	LWLockRelease(bw_shared->lock);
+	return allowed;
 }
 
 /*
@@ -106,8 +293,28 @@ bw_stats_flush(BwLocalStats *local)
 		memset(local, 0, sizeof(*local));
 		return;
 	}
+	if (local->nrequests == 0 && local->batch_count == 0 &&
+		local->connections_refused == 0 && local->latency_count == 0)
+	{
+		bool		any_tls = false;
 
-	SpinLockAcquire(&bw_shared->mutex);
+		for (int i = 0; i < BW_NTLS_FAILURES; i++)
+			any_tls |= local->tls_failures[i] > 0;
+		if (!any_tls)
+			return;
+	}
+
+	if (local->connections_refused > 0)
+		pg_atomic_fetch_add_u64(&bw_shared->connections_refused,
+								local->connections_refused);
+	for (int i = 0; i < BW_NTLS_FAILURES; i++)
+	{
+		if (local->tls_failures[i] > 0)
+			pg_atomic_fetch_add_u64(&bw_shared->tls_failures[i],
+									local->tls_failures[i]);
+	}
+
+	LWLockAcquire(bw_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < local->nrequests; i++)
 	{
 		BwRequestCounter *lc = &local->requests[i];
@@ -138,10 +345,7 @@ bw_stats_flush(BwLocalStats *local)
 		bw_shared->latency_buckets[i] += local->latency_buckets[i];
 	bw_shared->latency_count += local->latency_count;
 	bw_shared->latency_sum += local->latency_sum;
-	for (int i = 0; i < BW_NTLS_FAILURES; i++)
-		bw_shared->tls_failures[i] += local->tls_failures[i];
-	bw_shared->connections_refused += local->connections_refused;
-	SpinLockRelease(&bw_shared->mutex);
+	LWLockRelease(bw_shared->lock);
 
 	memset(local, 0, sizeof(*local));
 }
@@ -203,27 +407,49 @@ bw_stats_set_connections(int listener, int n)
 {
 	if (bw_shared == NULL || listener < 0 || listener >= BW_MAX_LISTENERS)
 		return;
+	pg_atomic_write_u32(&bw_shared->open_connections[listener], (uint32) n);
+}
+
+/*
+ * Publish (or, with NULL, withdraw) the latch through which a worker is
+ * woken.  Withdrawing only clears it if it is still ours.
+ */
+void
+bw_set_worker_latch(BwWorkerLatch which, Latch *latch)
+{
+	if (bw_shared == NULL)
+		return;
 	SpinLockAcquire(&bw_shared->mutex);
-	bw_shared->open_connections[listener] = n;
+	if (latch != NULL)
+		bw_shared->latches[which] = latch;
+	else if (bw_shared->latches[which] == MyLatch)
+		bw_shared->latches[which] = NULL;
 	SpinLockRelease(&bw_shared->mutex);
 }
 
 /*
- * Wake the dispatcher, if it runs.  Setting a latch is cheap and safe from
- * any backend.
+ * Wake a worker, if it runs.  Setting a latch is cheap and safe from any
+ * backend.
  */
 void
-bw_wake_dispatcher(void)
+bw_wake_worker(BwWorkerLatch which)
 {
 	Latch	   *latch;
 
 	if (bw_shared == NULL)
 		return;
 	SpinLockAcquire(&bw_shared->mutex);
-	latch = bw_shared->dispatcher_latch;
+	latch = bw_shared->latches[which];
 	SpinLockRelease(&bw_shared->mutex);
 	if (latch != NULL)
 		SetLatch(latch);
+}
+
+/* Kept for the dispatcher's callers. */
+void
+bw_wake_dispatcher(void)
+{
+	bw_wake_worker(BW_LATCH_DISPATCHER);
 }
 
 /* Add one row to the stats result. */
@@ -273,7 +499,7 @@ bw_stats(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	BwShared   *snap;
-	int			open = 0;
+	uint64		open = 0;
 	static const char *const tls_reasons[BW_NTLS_FAILURES] = {
 		"handshake", "protocol_version", "unknown_ca"
 	};
@@ -282,10 +508,11 @@ bw_stats(PG_FUNCTION_ARGS)
 	if (bw_shared == NULL)
 		PG_RETURN_VOID();
 
+	/* the tables and histograms under the lock; atomics need none */
 	snap = palloc(sizeof(BwShared));
-	SpinLockAcquire(&bw_shared->mutex);
+	LWLockAcquire(bw_shared->lock, LW_SHARED);
 	memcpy(snap, bw_shared, sizeof(BwShared));
-	SpinLockRelease(&bw_shared->mutex);
+	LWLockRelease(bw_shared->lock);
 
 	for (int i = 0; i < snap->nrequests; i++)
 	{
@@ -302,7 +529,21 @@ bw_stats(PG_FUNCTION_ARGS)
 		char		labels[64];
 
 		snprintf(labels, sizeof(labels), "{\"state\": \"%s\"}", event_states[i]);
-		put_row(rsinfo, "events_total", labels, (double) snap->events[i]);
+		put_row(rsinfo, "events_total", labels,
+				(double) pg_atomic_read_u64(&bw_shared->events[i]));
+	}
+	for (int i = 0; i < snap->nunlogged; i++)
+	{
+		StringInfoData labels;
+
+		initStringInfo(&labels);
+		appendStringInfoString(&labels, "{\"webhook\": ");
+		escape_json(&labels, snap->unlogged[i].webhook);
+		appendStringInfoString(&labels, ", \"state\": ");
+		escape_json(&labels, snap->unlogged[i].state);
+		appendStringInfoChar(&labels, '}');
+		put_row(rsinfo, "unlogged_deliveries_total", labels.data,
+				(double) snap->unlogged[i].count);
 	}
 	put_histogram(rsinfo, "batch_size", bw_batch_bounds, BW_BATCH_BUCKETS,
 				  snap->batch_buckets, snap->batch_count, (double) snap->batch_sum);
@@ -310,15 +551,17 @@ bw_stats(PG_FUNCTION_ARGS)
 				  BW_LATENCY_BUCKETS, snap->latency_buckets, snap->latency_count,
 				  snap->latency_sum);
 	for (int i = 0; i < BW_MAX_LISTENERS; i++)
-		open += snap->open_connections[i];
+		open += pg_atomic_read_u32(&bw_shared->open_connections[i]);
 	put_row(rsinfo, "open_connections", NULL, (double) open);
-	put_row(rsinfo, "connections_refused_total", NULL, (double) snap->connections_refused);
+	put_row(rsinfo, "connections_refused_total", NULL,
+			(double) pg_atomic_read_u64(&bw_shared->connections_refused));
 	for (int i = 0; i < BW_NTLS_FAILURES; i++)
 	{
 		char		labels[64];
 
 		snprintf(labels, sizeof(labels), "{\"reason\": \"%s\"}", tls_reasons[i]);
-		put_row(rsinfo, "tls_handshake_failures_total", labels, (double) snap->tls_failures[i]);
+		put_row(rsinfo, "tls_handshake_failures_total", labels,
+				(double) pg_atomic_read_u64(&bw_shared->tls_failures[i]));
 	}
 
 	PG_RETURN_VOID();

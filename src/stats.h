@@ -1,18 +1,23 @@
 /*-------------------------------------------------------------------------
  *
  * stats.h
- *	  Layout of biteship_webhook's shared memory: counters, histograms and
- *	  the dispatcher's latch.
+ *	  Layout of biteship_webhook's shared memory: counters and histograms,
+ *	  the workers' latches, the configuration generation and the rate
+ *	  limiter of unverified deliveries.
  *
  *-------------------------------------------------------------------------
  */
 #ifndef BW_STATS_H
 #define BW_STATS_H
 
+#include "port/atomics.h"
 #include "storage/latch.h"
+#include "storage/lwlock.h"
 #include "storage/spin.h"
 
 #define BW_MAX_REQUEST_COUNTERS	256
+#define BW_MAX_UNLOGGED_COUNTERS 64
+#define BW_MAX_RATE_SLOTS		64
 #define BW_MAX_LISTENERS		16
 #define BW_NEVENT_STATES		7
 #define BW_BATCH_BUCKETS		9
@@ -24,6 +29,13 @@
 #define BW_TLS_FAIL_PROTOCOL	1
 #define BW_TLS_FAIL_UNKNOWN_CA	2
 
+/* workers that others wake through their latch */
+typedef enum BwWorkerLatch
+{
+	BW_LATCH_DISPATCHER,
+	BW_NLATCHES
+} BwWorkerLatch;
+
 typedef struct BwRequestCounter
 {
 	char		webhook[64];	/* webhook name; "" for other paths */
@@ -31,22 +43,51 @@ typedef struct BwRequestCounter
 	uint64		count;
 } BwRequestCounter;
 
+/* deliveries answered but not logged, because of the rate limit */
+typedef struct BwUnloggedCounter
+{
+	char		webhook[64];
+	char		state[16];		/* ping or rejected */
+	uint64		count;
+} BwUnloggedCounter;
+
+/* token bucket of one webhook's unverified deliveries */
+typedef struct BwRateSlot
+{
+	int32		webhook_id;		/* 0 = free */
+	double		tokens;
+	TimestampTz refilled_at;
+} BwRateSlot;
+
 typedef struct BwShared
 {
+	/* protects the latch pointers only (short, fixed-size critical sections) */
 	slock_t		mutex;
-	Latch	   *dispatcher_latch;
+	Latch	   *latches[BW_NLATCHES];
+
+	/* protects everything below that is not atomic */
+	LWLock	   *lock;
+
+	/* bumped at commit whenever webhooks (or endpoints) change */
+	pg_atomic_uint64 config_generation;
+
+	pg_atomic_uint64 events[BW_NEVENT_STATES];
+	pg_atomic_uint64 connections_refused;
+	pg_atomic_uint64 tls_failures[BW_NTLS_FAILURES];
+	pg_atomic_uint32 open_connections[BW_MAX_LISTENERS];
+
 	int			nrequests;
 	BwRequestCounter requests[BW_MAX_REQUEST_COUNTERS];
-	uint64		events[BW_NEVENT_STATES];
 	uint64		batch_buckets[BW_BATCH_BUCKETS + 1];
 	uint64		batch_count;
 	uint64		batch_sum;
 	uint64		latency_buckets[BW_LATENCY_BUCKETS + 1];
 	uint64		latency_count;
 	double		latency_sum;
-	int			open_connections[BW_MAX_LISTENERS];
-	uint64		connections_refused;
-	uint64		tls_failures[BW_NTLS_FAILURES];
+
+	int			nunlogged;
+	BwUnloggedCounter unlogged[BW_MAX_UNLOGGED_COUNTERS];
+	BwRateSlot	rate[BW_MAX_RATE_SLOTS];
 } BwShared;
 
 /* A worker's counters between two flushes. */
@@ -71,5 +112,9 @@ extern void bw_stats_local_request(BwLocalStats *local, const char *webhook,
 								   int status, double seconds);
 extern void bw_stats_local_batch(BwLocalStats *local, int size);
 extern void bw_stats_set_connections(int listener, int n);
+
+extern void bw_set_worker_latch(BwWorkerLatch which, Latch *latch);
+extern void bw_wake_worker(BwWorkerLatch which);
+extern void bw_wake_at_commit(BwWorkerLatch which);
 
 #endif							/* BW_STATS_H */

@@ -348,7 +348,10 @@ $node->safe_psql(
 	'postgres', q{
 CREATE TABLE apply_gate (open boolean NOT NULL);
 INSERT INTO apply_gate VALUES (false);
-CREATE FUNCTION orders_gate() RETURNS trigger LANGUAGE plpgsql AS $$
+GRANT SELECT ON apply_gate TO biteship_webhook_apply;
+CREATE FUNCTION orders_gate() RETURNS trigger LANGUAGE plpgsql
+SET search_path = public, pg_temp
+AS $$
 BEGIN
 	IF NEW.order_id LIKE 'doomed-%' THEN
 		RAISE EXCEPTION 'order % is refused for good', NEW.order_id;

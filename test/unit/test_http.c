@@ -423,7 +423,7 @@ test_keepalive_sequential(void)
 		snprintf(path, sizeof(path), "/r%d", i);
 		cwrite(&p, "POST ");
 		cwrite(&p, path);
-		cwrite(&p, " HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
+		cwrite(&p, " HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi");
 		CHECK_INT(bw_conn_on_readable(p.conn, 10 * i), 1);
 		req = bw_conn_pop_request(p.conn);
 		CHECK(req != NULL);
@@ -451,7 +451,7 @@ test_pipelining(void)
 
 	current_test = "pipelining";
 	cwrite(&p, "GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"
-		   "POST /2 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+		   "POST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
 		   "\r\n"				/* stray CRLF between requests is tolerated */
 		   "GET /3 HTTP/1.1\r\nHost: h\r\n\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 5), 3);
@@ -496,7 +496,7 @@ test_pipeline_limit(void)
 	p = pair_new(&l, 0);
 	for (i = 0; i < 7; i++)
 		len += (size_t) snprintf(all + len, sizeof(all) - len,
-								 "POST /p%d HTTP/1.1\r\nContent-Length: 1\r\n\r\n%d",
+								 "POST /p%d HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n%d",
 								 i, i);
 	cwrite_n(&p, all, len);
 
@@ -540,7 +540,7 @@ test_expect_continue(void)
 	BwHttpRequest *req;
 
 	current_test = "expect_continue";
-	cwrite(&p, "POST /e HTTP/1.1\r\nContent-Length: 5\r\n"
+	cwrite(&p, "POST /e HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
 		   "Expect: 100-continue\r\n\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 0);
 	CHECK_INT(bw_conn_flush(p.conn, 1), 0);
@@ -561,7 +561,7 @@ test_expect_continue(void)
 	/* body sent along with the headers: no interim response needed */
 	current_test = "expect_continue_eager_body";
 	p = pair_new(&l, 0);
-	cwrite(&p, "POST /e HTTP/1.1\r\nContent-Length: 5\r\n"
+	cwrite(&p, "POST /e HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
 		   "Expect: 100-continue\r\n\r\nhello");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
 	CHECK_INT(bw_conn_flush(p.conn, 1), 0);
@@ -573,7 +573,7 @@ test_expect_continue(void)
 	/* over-limit Content-Length: 413, and no 100 Continue */
 	current_test = "expect_continue_too_large";
 	p = pair_new(&l, 0);
-	cwrite(&p, "POST /e HTTP/1.1\r\nContent-Length: 1000000\r\n"
+	cwrite(&p, "POST /e HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n"
 		   "Expect: 100-continue\r\n\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
 	CHECK_INT(cread(&p, NULL), 0);
@@ -593,8 +593,8 @@ test_expect_continue(void)
 	/* behind an unanswered pipelined request the 100 is deferred */
 	current_test = "expect_continue_deferred";
 	p = pair_new(&l, 0);
-	cwrite(&p, "GET /first HTTP/1.1\r\n\r\n"
-		   "POST /second HTTP/1.1\r\nContent-Length: 2\r\n"
+	cwrite(&p, "GET /first HTTP/1.1\r\nHost: h\r\n\r\n"
+		   "POST /second HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n"
 		   "Expect: 100-continue\r\n\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
 	CHECK_INT(cread(&p, NULL), 0);
@@ -622,7 +622,7 @@ test_chunked(void)
 	BwHttpRequest *req;
 
 	current_test = "chunked";
-	cwrite(&p, "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+	cwrite(&p, "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
 		   "5\r\nhello\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 0);
 	cwrite(&p, "1;ext=1\r\n \r\n6\r\nwor");
@@ -642,7 +642,7 @@ test_chunked(void)
 	current_test = "chunked_too_large";
 	l.max_body_size = 100;
 	p = pair_new(&l, 0);
-	cwrite(&p, "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+	cwrite(&p, "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
 		   "32\r\n01234567890123456789012345678901234567890123456789\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 0);
 	cwrite(&p, "32\r\n01234567890123456789012345678901234567890123456789\r\n");
@@ -665,7 +665,7 @@ test_chunked(void)
 	l = default_limits();
 	l.max_header_size = 1024;
 	p = pair_new(&l, 0);
-	cwrite(&p, "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;");
+	cwrite(&p, "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;");
 	{
 		char		ext[512];
 		int			i;
@@ -687,7 +687,7 @@ test_chunked(void)
 	current_test = "chunked_bad";
 	l = default_limits();
 	p = pair_new(&l, 0);
-	cwrite(&p, "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+	cwrite(&p, "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
 	req = bw_conn_pop_request(p.conn);
 	CHECK(req != NULL && req->error_status == 400);
@@ -706,7 +706,7 @@ test_content_length_limit(void)
 	current_test = "content_length_limit";
 	l.max_body_size = 10;
 	p = pair_new(&l, 0);
-	cwrite(&p, "POST /big HTTP/1.1\r\nContent-Length: 11\r\n\r\n");
+	cwrite(&p, "POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
 	req = bw_conn_pop_request(p.conn);
 	CHECK(req != NULL && req->error_status == 413);
@@ -728,7 +728,7 @@ test_content_length_limit(void)
 	/* exactly at the limit is fine */
 	current_test = "content_length_at_limit";
 	p = pair_new(&l, 0);
-	cwrite(&p, "POST /big HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789");
+	cwrite(&p, "POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
 	req = bw_conn_pop_request(p.conn);
 	CHECK(req != NULL && req->error_status == 0 && req->body_len == 10);
@@ -737,7 +737,7 @@ test_content_length_limit(void)
 
 	current_test = "content_length_invalid";
 	p = pair_new(&l, 0);
-	cwrite(&p, "POST /x HTTP/1.1\r\nContent-Length: 1x\r\n\r\n");
+	cwrite(&p, "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1x\r\n\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
 	req = bw_conn_pop_request(p.conn);
 	CHECK(req != NULL && req->error_status == 400);
@@ -746,7 +746,7 @@ test_content_length_limit(void)
 
 	current_test = "content_length_and_chunked";
 	p = pair_new(&l, 0);
-	cwrite(&p, "POST /x HTTP/1.1\r\nContent-Length: 3\r\n"
+	cwrite(&p, "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
 		   "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
 	req = bw_conn_pop_request(p.conn);
@@ -772,7 +772,7 @@ test_header_limits(void)
 	big = malloc(3000);
 	memset(big, 'v', 2999);
 	big[2999] = '\0';
-	cwrite(&p, "GET / HTTP/1.1\r\nX-Big: ");
+	cwrite(&p, "GET / HTTP/1.1\r\nHost: h\r\nX-Big: ");
 	cwrite(&p, big);
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
 	req = bw_conn_pop_request(p.conn);
@@ -798,7 +798,7 @@ test_header_limits(void)
 	/* many small headers past the limit, arriving in small pieces */
 	current_test = "many_headers_too_large";
 	p = pair_new(&l, 0);
-	cwrite(&p, "GET / HTTP/1.1\r\n");
+	cwrite(&p, "GET / HTTP/1.1\r\nHost: h\r\n");
 	n = 0;
 	{
 		int			i;
@@ -818,13 +818,13 @@ test_header_limits(void)
 	/* exactly max_header_size bytes of head is accepted, one more is not */
 	current_test = "header_exact_limit";
 	{
-		size_t		fixed = strlen("GET / HTTP/1.1\r\nX: \r\n\r\n");
+		size_t		fixed = strlen("GET / HTTP/1.1\r\nHost: h\r\nX: \r\n\r\n");
 		size_t		vlen = l.max_header_size - fixed;
 
 		p = pair_new(&l, 0);
-		memcpy(head, "GET / HTTP/1.1\r\nX: ", 19);
-		memset(head + 19, 'y', vlen);
-		memcpy(head + 19 + vlen, "\r\n\r\n", 5);
+		memcpy(head, "GET / HTTP/1.1\r\nHost: h\r\nX: ", 28);
+		memset(head + 28, 'y', vlen);
+		memcpy(head + 28 + vlen, "\r\n\r\n", 5);
 		CHECK_INT(strlen(head), l.max_header_size);
 		cwrite(&p, head);
 		CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
@@ -835,9 +835,9 @@ test_header_limits(void)
 		pair_free(&p);
 
 		p = pair_new(&l, 0);
-		memcpy(head, "GET / HTTP/1.1\r\nX: ", 19);
-		memset(head + 19, 'y', vlen + 1);
-		memcpy(head + 19 + vlen + 1, "\r\n\r\n", 5);
+		memcpy(head, "GET / HTTP/1.1\r\nHost: h\r\nX: ", 28);
+		memset(head + 28, 'y', vlen + 1);
+		memcpy(head + 28 + vlen + 1, "\r\n\r\n", 5);
 		cwrite(&p, head);
 		CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
 		req = bw_conn_pop_request(p.conn);
@@ -865,7 +865,7 @@ test_many_headers(void)
 	l.max_header_size = 128 * 1024;
 	p = pair_new(&l, 0);
 	msg = malloc(cap);
-	len += (size_t) snprintf(msg + len, cap - len, "POST /h HTTP/1.1\r\n");
+	len += (size_t) snprintf(msg + len, cap - len, "POST /h HTTP/1.1\r\nHost: h\r\n");
 	for (i = 0; i < 200; i++)
 		len += (size_t) snprintf(msg + len, cap - len, "X-H%d: value-%d\r\n", i, i);
 	len += (size_t) snprintf(msg + len, cap - len, "X-Huge: ");
@@ -894,10 +894,10 @@ test_many_headers(void)
 	CHECK(req != NULL && req->error_status == 0);
 	if (req != NULL)
 	{
-		CHECK_INT(req->nheaders, 202);
-		CHECK_STR(req->headers[0].name, "X-H0");
-		CHECK_STR(req->headers[0].value, "value-0");
-		CHECK_STR(req->headers[199].name, "X-H199");
+		CHECK_INT(req->nheaders, 203);
+		CHECK_STR(req->headers[1].name, "X-H0");
+		CHECK_STR(req->headers[1].value, "value-0");
+		CHECK_STR(req->headers[200].name, "X-H199");
 		CHECK_STR(bw_http_header(req, "x-h150"), "value-150");
 		CHECK_INT(strlen(bw_http_header(req, "X-Huge")), 60000);
 		CHECK_STR(req->body, "body");
@@ -923,13 +923,13 @@ test_bad_requests(void)
 		{"GET / HTTP/0.9\r\n\r\n", 505},
 		{"GET /\r\n\r\n", 505},
 		{"GET / XTTP/1.1\r\n\r\n", 400},
-		{"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400},
-		{"GET / HTTP/1.1\r\nBad\x01: x\r\n\r\n", 400},
-		{"OPTIONS * HTTP/1.1\r\n\r\n", 400},
-		{"GET http:// HTTP/1.1\r\n\r\n", 400},
-		{"CONNECT example.com:443 HTTP/1.1\r\n\r\n", 405},
-		{"POST /x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 400},
-		{"FOO / HTTP/1.1\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\nHost: h\r\nBad Header\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\nHost: h\r\nBad\x01: x\r\n\r\n", 400},
+		{"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+		{"GET http:// HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+		{"CONNECT example.com:443 HTTP/1.1\r\nHost: h\r\n\r\n", 405},
+		{"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+		{"FOO / HTTP/1.1\r\nHost: h\r\n\r\n", 400},
 	};
 	size_t		i;
 
@@ -973,7 +973,7 @@ test_bad_requests(void)
 	/* good requests before a bad one are delivered first */
 	current_test = "error_after_good";
 	p = pair_new(&l, 0);
-	cwrite(&p, "GET /good HTTP/1.1\r\n\r\n\x01garbage\r\n\r\nGET /never HTTP/1.1\r\n\r\n");
+	cwrite(&p, "GET /good HTTP/1.1\r\nHost: h\r\n\r\n\x01garbage\r\n\r\nGET /never HTTP/1.1\r\nHost: h\r\n\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 2);
 	req = bw_conn_pop_request(p.conn);
 	CHECK(req != NULL && req->error_status == 0);
@@ -1020,7 +1020,7 @@ test_url_forms(void)
 		current_test = name;
 		cwrite(&p, "GET ");
 		cwrite(&p, cases[i].target);
-		cwrite(&p, " HTTP/1.1\r\n\r\n");
+		cwrite(&p, " HTTP/1.1\r\nHost: h\r\n\r\n");
 		CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
 		req = bw_conn_pop_request(p.conn);
 		CHECK(req != NULL && req->error_status == 0);
@@ -1046,7 +1046,7 @@ test_request_timeout(void)
 	bool		eof;
 
 	current_test = "request_timeout";
-	cwrite(&p, "POST /slow HTTP/1.1\r\nContent-Length: 10\r\n\r\nhalf");
+	cwrite(&p, "POST /slow HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nhalf");
 	CHECK_INT(bw_conn_on_readable(p.conn, 100), 0);
 	CHECK_INT(bw_conn_next_deadline(p.conn), 100 + l.request_timeout_ms);
 	CHECK_INT(bw_conn_check_timeout(p.conn, 100 + l.request_timeout_ms - 1), 0);
@@ -1068,7 +1068,7 @@ test_request_timeout(void)
 	cwrite(&p, "GE");
 	CHECK_INT(bw_conn_on_readable(p.conn, 50), 0);
 	CHECK_INT(bw_conn_next_deadline(p.conn), 50 + l.request_timeout_ms);
-	cwrite(&p, "T / HTTP/1.1\r\n\r\n");
+	cwrite(&p, "T / HTTP/1.1\r\nHost: h\r\n\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 60), 1);
 	req = bw_conn_pop_request(p.conn);
 	CHECK_INT(req ? req->received_at_ms : -1, 50);
@@ -1078,7 +1078,7 @@ test_request_timeout(void)
 	/* popped and unanswered: never times out */
 	current_test = "busy_no_timeout";
 	p = pair_new(&l, 0);
-	cwrite(&p, "GET /db HTTP/1.1\r\n\r\nGET /next HTTP/1.1\r\n");
+	cwrite(&p, "GET /db HTTP/1.1\r\nHost: h\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 0), 1);
 	req = bw_conn_pop_request(p.conn);
 	CHECK(req != NULL);
@@ -1108,9 +1108,9 @@ test_keepalive_timeout(void)
 	bool		eof;
 
 	current_test = "keepalive_timeout";
-	/* a fresh connection that says nothing is idle too */
-	CHECK_INT(bw_conn_next_deadline(p.conn), l.keepalive_timeout_ms);
-	cwrite(&p, "GET / HTTP/1.1\r\n\r\n");
+	/* a fresh connection that says nothing has request_timeout to start */
+	CHECK_INT(bw_conn_next_deadline(p.conn), l.request_timeout_ms);
+	cwrite(&p, "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 10), 1);
 	req = bw_conn_pop_request(p.conn);
 	respond_ok(p.conn, req);
@@ -1133,7 +1133,7 @@ test_peer_close(void)
 	bool		eof;
 
 	current_test = "peer_close_mid_request";
-	cwrite(&p, "POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+	cwrite(&p, "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 0);
 	close(p.client);
 	p.client = -1;
@@ -1151,7 +1151,7 @@ test_peer_close(void)
 	/* half-close after a full request: still answered */
 	current_test = "peer_halfclose_after_request";
 	p = pair_new(&l, 0);
-	cwrite(&p, "POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /partial");
+	cwrite(&p, "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET /partial");
 	shutdown(p.client, SHUT_WR);
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
 	CHECK(!bw_conn_want_read(p.conn));
@@ -1170,7 +1170,7 @@ test_peer_close(void)
 	/* full close after a full request: delivered, writing then fails */
 	current_test = "peer_close_after_request";
 	p = pair_new(&l, 0);
-	cwrite(&p, "GET /x HTTP/1.1\r\n\r\n");
+	cwrite(&p, "GET /x HTTP/1.1\r\nHost: h\r\n\r\n");
 	close(p.client);
 	p.client = -1;
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
@@ -1183,7 +1183,7 @@ test_peer_close(void)
 	/* the worker still holds a request when the connection goes away */
 	current_test = "free_while_busy";
 	p = pair_new(&l, 0);
-	cwrite(&p, "GET /x HTTP/1.1\r\n\r\n");
+	cwrite(&p, "GET /x HTTP/1.1\r\nHost: h\r\n\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
 	req = bw_conn_pop_request(p.conn);
 	close(p.client);
@@ -1195,7 +1195,7 @@ test_peer_close(void)
 
 	current_test = "free_with_popped_request";
 	p = pair_new(&l, 0);
-	cwrite(&p, "GET /x HTTP/1.1\r\n\r\nGET /y HTTP/1.1\r\n\r\nGET /z");
+	cwrite(&p, "GET /x HTTP/1.1\r\nHost: h\r\n\r\nGET /y HTTP/1.1\r\nHost: h\r\n\r\nGET /z");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 2);
 	req = bw_conn_pop_request(p.conn);
 	bw_conn_free(p.conn);
@@ -1215,7 +1215,7 @@ test_close_after(void)
 	bool		eof;
 
 	current_test = "close_after";
-	cwrite(&p, "GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\n");
+	cwrite(&p, "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\nGET /3 HTTP/1.1\r\nHost: h\r\n\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 3);
 	r1 = bw_conn_pop_request(p.conn);
 	r2 = bw_conn_pop_request(p.conn);
@@ -1241,7 +1241,7 @@ test_close_after(void)
 	/* same, with the timer path doing it */
 	current_test = "close_after_timer";
 	p = pair_new(&l, 0);
-	cwrite(&p, "GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n");
+	cwrite(&p, "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 2);
 	r1 = bw_conn_pop_request(p.conn);
 	r2 = bw_conn_pop_request(p.conn);
@@ -1280,7 +1280,7 @@ test_large_response(void)
 	for (i = 0; i < body_len; i++)
 		body[i] = (char) ('a' + i % 26);
 
-	cwrite(&p, "GET /big HTTP/1.1\r\n\r\n");
+	cwrite(&p, "GET /big HTTP/1.1\r\nHost: h\r\n\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
 	req = bw_conn_pop_request(p.conn);
 	bw_conn_respond(p.conn, req, 200, NULL, body, body_len, false);
@@ -1337,7 +1337,7 @@ test_write_timeout(void)
 	p = pair_new(&l, 0);
 	setsockopt(p.server_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	body = calloc(1, body_len);
-	cwrite(&p, "GET /big HTTP/1.1\r\n\r\n");
+	cwrite(&p, "GET /big HTTP/1.1\r\nHost: h\r\n\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
 	req = bw_conn_pop_request(p.conn);
 	bw_conn_respond(p.conn, req, 200, NULL, body, body_len, false);
@@ -1356,9 +1356,9 @@ test_byte_at_a_time(void)
 	Pair		p = pair_new(&l, 0);
 	const char *stream =
 		"POST /one?a=b HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
-		"POST /two HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+		"POST /two HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
 		"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
-		"GET /three HTTP/1.1\r\nX-A: 1\r\nX-B:  two  \r\n\r\n";
+		"GET /three HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nX-B:  two  \r\n\r\n";
 	size_t		i;
 	int			total = 0;
 	BwHttpRequest *req;
@@ -1389,7 +1389,7 @@ test_byte_at_a_time(void)
 	req = bw_conn_pop_request(p.conn);
 	CHECK_STR(req ? req->path : NULL, "/three");
 	CHECK_STR(req ? bw_http_header(req, "x-b") : NULL, "two");
-	CHECK_INT(req ? req->nheaders : 0, 2);
+	CHECK_INT(req ? req->nheaders : 0, 3);
 	if (req)
 		total++;
 	bw_http_request_free(req);
@@ -1405,7 +1405,7 @@ test_body_with_nul(void)
 	BwHttpRequest *req;
 
 	current_test = "body_with_nul";
-	cwrite(&p, "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n");
+	cwrite(&p, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n");
 	cwrite_n(&p, "a\0b", 3);
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
 	req = bw_conn_pop_request(p.conn);
@@ -1531,7 +1531,7 @@ test_transport_states(void)
 	p = mock_pair_new(&l, 2, 1);
 	CHECK(bw_conn_want_read(p.conn));
 	CHECK(!bw_conn_want_write(p.conn));
-	cwrite(&p, "GET /tls HTTP/1.1\r\n\r\n");
+	cwrite(&p, "GET /tls HTTP/1.1\r\nHost: h\r\n\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 0);	/* handshake wants write */
 	CHECK(bw_conn_want_write(p.conn));
 	CHECK(!bw_conn_want_read(p.conn));
@@ -1584,10 +1584,10 @@ test_upgrade_ignored(void)
 	BwHttpRequest *req;
 
 	current_test = "upgrade_ignored";
-	cwrite(&p, "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
-		   "POST /after HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n"
+	cwrite(&p, "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+		   "POST /after HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n"
 		   "Content-Length: 2\r\n\r\nok"
-		   "GET /last HTTP/1.1\r\n\r\n");
+		   "GET /last HTTP/1.1\r\nHost: h\r\n\r\n");
 	CHECK_INT(bw_conn_on_readable(p.conn, 1), 3);
 	req = bw_conn_pop_request(p.conn);
 	CHECK_STR(req ? req->path : NULL, "/ws");
@@ -1635,6 +1635,339 @@ test_helpers(void)
 	CHECK_STR(bw_http_reason(299), "Unknown");
 }
 
+/*
+ * RFC 9112 strictness: each request is refused (4xx, close) and the good
+ * request pipelined after it is never parsed, so it cannot be smuggled.
+ */
+static void
+test_strict_framing(void)
+{
+	BwHttpLimits l = default_limits();
+	static const struct
+	{
+		const char *input;
+		int			status;
+	}			cases[] = {
+		/* field names must be tokens */
+		{"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding : chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400},
+		{"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length : 3\r\n\r\nabc", 400},
+		{"POST /a HTTP/1.1\r\nHost: h\r\nX Y: 1\r\nContent-Length: 3\r\n\r\nabc", 400},
+		{"POST /a HTTP/1.1\r\nHost: h\r\nX(Y): 1\r\nContent-Length: 3\r\n\r\nabc", 400},
+		/* whitespace at the start of the first header line */
+		{"POST /a HTTP/1.1\r\n Host: h\r\nContent-Length: 3\r\n\r\nabc", 400},
+		{"POST /a HTTP/1.1\r\n\tHost: h\r\nContent-Length: 3\r\n\r\nabc", 400},
+		/* obsolete line folding */
+		{"POST /a HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n  continued\r\nContent-Length: 3\r\n\r\nabc", 400},
+		{"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length:\r\n 3\r\n\r\nabc", 400},
+		{"POST /a HTTP/1.1\nHost: h\nX-A: 1\n\tmore\nContent-Length: 3\n\nabc", 400},
+		/* Host */
+		{"GET /a HTTP/1.1\r\n\r\n", 400},
+		{"GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+		{"GET /a HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
+		{"GET /a HTTP/1.1\r\nHost: evil/x\r\n\r\n", 400},
+		{"GET /a HTTP/1.1\r\nHost: user@evil\r\n\r\n", 400},
+		/* Transfer-Encoding */
+		{"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400},
+		{"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 501},
+		{"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 501},
+		{"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity\r\n\r\n", 501},
+		{"POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400},
+		{"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400},
+		/* Content-Length */
+		{"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400},
+		{"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\n\r\nabc", 400},
+		{"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: +3\r\n\r\nabc", 400},
+	};
+	static const char smuggled[] = "GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n";
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+	{
+		char		name[64];
+		char		input[1024];
+		Pair		p;
+		BwHttpRequest *req;
+		bool		eof;
+		char		expect[16];
+
+		snprintf(name, sizeof(name), "strict_%zu", i);
+		current_test = name;
+		p = pair_new(&l, 0);
+		snprintf(input, sizeof(input), "%s%s", cases[i].input, smuggled);
+		cwrite(&p, input);
+		CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
+		req = bw_conn_pop_request(p.conn);
+		CHECK(req != NULL);
+		if (req == NULL)
+		{
+			pair_free(&p);
+			continue;
+		}
+		CHECK_INT(req->error_status, cases[i].status);
+		CHECK(strcmp(req->path, "/smuggled") != 0);
+		CHECK(bw_conn_pop_request(p.conn) == NULL);
+		bw_conn_respond_error(p.conn, req);
+		CHECK_INT(bw_conn_flush(p.conn, 2), 0);
+		CHECK_INT(bw_conn_on_readable(p.conn, 3), 0);
+		CHECK(bw_conn_pop_request(p.conn) == NULL);
+		cread(&p, &eof);
+		snprintf(expect, sizeof(expect), "HTTP/1.1 %d ", cases[i].status);
+		CHECK(strncmp(rbuf, expect, strlen(expect)) == 0);
+		CHECK_INT(count_str(rbuf, "HTTP/1.1 "), 1);
+		CHECK(strstr(rbuf, "Connection: close\r\n") != NULL);
+		CHECK(eof);
+		pair_free(&p);
+	}
+
+	/* what stays allowed: HTTP/1.0 without Host, an empty Host, IP literals */
+	{
+		static const char *const ok[] = {
+			"GET /a HTTP/1.0\r\n\r\n",
+			"GET /a HTTP/1.1\r\nHost:\r\n\r\n",
+			"GET /a HTTP/1.1\r\nHost: [::1]:8432\r\n\r\n",
+			"GET /a HTTP/1.1\r\nHost: 127.0.0.1:8432\r\n\r\n",
+			"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+			"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n\r\n",
+		};
+
+		for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		{
+			char		name[64];
+			Pair		p;
+			BwHttpRequest *req;
+
+			snprintf(name, sizeof(name), "strict_ok_%zu", i);
+			current_test = name;
+			p = pair_new(&l, 0);
+			cwrite(&p, ok[i]);
+			CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
+			req = bw_conn_pop_request(p.conn);
+			CHECK(req != NULL && req->error_status == 0);
+			CHECK_STR(req ? req->path : NULL, "/a");
+			bw_http_request_free(req);
+			pair_free(&p);
+		}
+	}
+}
+
+/*
+ * A client that pipelines and never reads: once the unsent output passes
+ * max_pending_output the connection stops reading, and the write timeout
+ * is armed although requests are still queued.
+ */
+static void
+test_unread_output_bounded(void)
+{
+	BwHttpLimits l = default_limits();
+	Pair		p;
+	int			sndbuf = 4096;
+	int			answered = 0;
+	char		req[] = "GET /m HTTP/1.1\r\nHost: h\r\n\r\n";
+	char	   *body = calloc(1, 2000);
+	bool		paused = false;
+
+	current_test = "unread_output_bounded";
+	l.max_pending_output = 8192;
+	l.write_timeout_ms = 3000;
+	p = pair_new(&l, 0);
+	setsockopt(p.server_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	setsockopt(p.client, SOL_SOCKET, SO_RCVBUF, &sndbuf, sizeof(sndbuf));
+	memset(body, 'x', 1999);
+
+	/* keep feeding requests and answering them; the client never reads */
+	for (int round = 0; round < 2000 && !paused; round++)
+	{
+		BwHttpRequest *r;
+
+		if (write(p.client, req, sizeof(req) - 1) < 0)
+			break;				/* the server stopped reading: buffer full */
+		if (bw_conn_want_read(p.conn) && bw_conn_on_readable(p.conn, 10) < 0)
+			break;
+		while ((r = bw_conn_pop_request(p.conn)) != NULL)
+		{
+			bw_conn_respond(p.conn, r, 200, NULL, body, 1999, false);
+			answered++;
+		}
+		CHECK(bw_conn_flush(p.conn, 10) >= 0);
+		paused = !bw_conn_want_read(p.conn);
+	}
+	CHECK(paused);
+	CHECK(answered < 200);
+	/* more requests arrive, but are not parsed while the output is stuck */
+	for (int i = 0; i < 20; i++)
+		(void) write(p.client, req, sizeof(req) - 1);
+	CHECK_INT(bw_conn_on_readable(p.conn, 20), 0);
+	CHECK(bw_conn_pop_request(p.conn) == NULL);
+	/* the stalled write is timed out */
+	CHECK(bw_conn_next_deadline(p.conn) <= 10 + 3000);
+	CHECK_INT(bw_conn_check_timeout(p.conn, 10 + 3000), -1);
+	free(body);
+	pair_free(&p);
+
+	/* queued requests do not disarm the write timeout */
+	current_test = "write_timeout_with_queue";
+	l = default_limits();
+	l.write_timeout_ms = 3000;
+	p = pair_new(&l, 0);
+	setsockopt(p.server_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	{
+		char	   *big = calloc(1, 1024 * 1024);
+		BwHttpRequest *r;
+
+		cwrite(&p, "GET /big HTTP/1.1\r\nHost: h\r\n\r\n");
+		CHECK_INT(bw_conn_on_readable(p.conn, 1), 1);
+		r = bw_conn_pop_request(p.conn);
+		bw_conn_respond(p.conn, r, 200, NULL, big, 1024 * 1024, false);
+		CHECK_INT(bw_conn_flush(p.conn, 100), 1);
+		free(big);
+	}
+	CHECK_INT(bw_conn_next_deadline(p.conn), 100 + 3000);
+	CHECK_INT(bw_conn_check_timeout(p.conn, 3100), -1);
+	pair_free(&p);
+}
+
+/* wants_body callback for the tests: keep bodies of POST /keep only */
+static bool
+keep_only(void *arg, int method, const char *path)
+{
+	int		   *calls = arg;
+
+	(*calls)++;
+	return method == HTTP_POST && strcmp(path, "/keep") == 0;
+}
+
+/*
+ * Bodies nobody wants are read and dropped; every body that is kept is
+ * charged to the worker's budget, and refused with 503 beyond it.
+ */
+static void
+test_body_budget(void)
+{
+	BwHttpLimits l = default_limits();
+	BwHttpBudget budget = {.limit = 1000,.used = 0};
+	int			calls = 0;
+	Pair		p;
+	Pair		q;
+	BwHttpRequest *r1;
+	BwHttpRequest *r2;
+	BwHttpRequest *r3;
+	char		msg[4096];
+	char		big[801];
+
+	current_test = "discard_body";
+	l.wants_body = keep_only;
+	l.wants_body_arg = &calls;
+	l.budget = &budget;
+	p = pair_new(&l, 0);
+	memset(big, 'b', 800);
+	big[800] = '\0';
+	snprintf(msg, sizeof(msg),
+			 "POST /unknown HTTP/1.1\r\nHost: h\r\nContent-Length: 800\r\n\r\n%s"
+			 "PUT /keep HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+			 "320\r\n%s\r\n0\r\n\r\n"
+			 "POST /keep HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+			 big, big);
+	cwrite(&p, msg);
+	CHECK_INT(bw_conn_on_readable(p.conn, 1), 3);
+	CHECK_INT(calls, 3);
+	r1 = bw_conn_pop_request(p.conn);
+	r2 = bw_conn_pop_request(p.conn);
+	r3 = bw_conn_pop_request(p.conn);
+	CHECK(r1 && r1->body_discarded && r1->body_len == 0 && r1->error_status == 0);
+	CHECK(r2 && r2->body_discarded && r2->body_len == 0 && r2->error_status == 0);
+	CHECK(r3 && !r3->body_discarded && r3->body_len == 5);
+	CHECK_STR(r3 ? r3->body : NULL, "hello");
+	CHECK_INT(budget.used, 5);
+	respond_ok(p.conn, r1);
+	respond_ok(p.conn, r2);
+	respond_ok(p.conn, r3);
+	CHECK_INT(budget.used, 0);
+	CHECK_INT(bw_conn_flush(p.conn, 2), 0);
+	cread(&p, NULL);
+	CHECK_INT(count_str(rbuf, "HTTP/1.1 200 OK"), 3);
+	CHECK_INT(count_str(rbuf, "Connection: keep-alive"), 3);
+
+	/* declared bodies are charged in full as soon as the headers are in */
+	current_test = "budget_declared";
+	cwrite(&p, "POST /keep HTTP/1.1\r\nHost: h\r\nContent-Length: 900\r\n\r\nabc");
+	CHECK_INT(bw_conn_on_readable(p.conn, 3), 0);
+	CHECK_INT(budget.used, 900);
+
+	/* another connection cannot have what the first one holds */
+	q = pair_new(&l, 0);
+	cwrite(&q, "POST /keep HTTP/1.1\r\nHost: h\r\nContent-Length: 200\r\n\r\n");
+	CHECK_INT(bw_conn_on_readable(q.conn, 4), 1);
+	r1 = bw_conn_pop_request(q.conn);
+	CHECK_INT(r1 ? r1->error_status : 0, 503);
+	bw_conn_respond_error(q.conn, r1);
+	CHECK_INT(bw_conn_flush(q.conn, 5), 0);
+	cread(&q, NULL);
+	CHECK(strncmp(rbuf, "HTTP/1.1 503 ", 13) == 0);
+	/* unwanted bodies are not charged, so they still get through */
+	pair_free(&q);
+	q = pair_new(&l, 0);
+	cwrite(&q, "POST /other HTTP/1.1\r\nHost: h\r\nContent-Length: 200\r\n\r\n");
+	memset(msg, 'q', 200);
+	cwrite_n(&q, msg, 200);
+	CHECK_INT(bw_conn_on_readable(q.conn, 4), 1);
+	r1 = bw_conn_pop_request(q.conn);
+	CHECK(r1 && r1->error_status == 0 && r1->body_discarded);
+	bw_http_request_free(r1);
+	CHECK_INT(budget.used, 900);
+	pair_free(&q);
+
+	/* chunked bodies are charged as they arrive, and refused past the budget */
+	current_test = "budget_chunked";
+	q = pair_new(&l, 0);
+	cwrite(&q, "POST /keep HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+		   "32\r\n01234567890123456789012345678901234567890123456789\r\n");
+	CHECK_INT(bw_conn_on_readable(q.conn, 5), 0);
+	CHECK_INT(budget.used, 950);
+	cwrite(&q, "64\r\n");
+	memset(msg, 'c', 100);
+	cwrite_n(&q, msg, 100);
+	cwrite(&q, "\r\n0\r\n\r\n");
+	CHECK_INT(bw_conn_on_readable(q.conn, 6), 1);
+	r1 = bw_conn_pop_request(q.conn);
+	CHECK_INT(r1 ? r1->error_status : 0, 503);
+	bw_http_request_free(r1);
+	pair_free(&q);
+	CHECK_INT(budget.used, 900);
+
+	/* freeing the connection returns what its partial request held */
+	pair_free(&p);
+	CHECK_INT(budget.used, 0);
+}
+
+/* A new connection that never sends a byte is closed at request_timeout. */
+static void
+test_silent_connection(void)
+{
+	BwHttpLimits l = default_limits();
+	Pair		p;
+	bool		eof;
+
+	current_test = "silent_connection";
+	l.request_timeout_ms = 2000;
+	l.keepalive_timeout_ms = 60000;
+	p = pair_new(&l, 100);
+	CHECK_INT(bw_conn_next_deadline(p.conn), 2100);
+	CHECK_INT(bw_conn_check_timeout(p.conn, 2099), 0);
+	CHECK_INT(bw_conn_check_timeout(p.conn, 2100), -1);
+	CHECK_INT(cread(&p, &eof), 0);
+	pair_free(&p);
+
+	/* once a request was served, the keep-alive timeout applies */
+	current_test = "keepalive_after_request";
+	p = pair_new(&l, 100);
+	cwrite(&p, "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+	CHECK_INT(bw_conn_on_readable(p.conn, 200), 1);
+	respond_ok(p.conn, bw_conn_pop_request(p.conn));
+	CHECK_INT(bw_conn_flush(p.conn, 300), 0);
+	CHECK_INT(bw_conn_next_deadline(p.conn), 300 + 60000);
+	CHECK_INT(bw_conn_check_timeout(p.conn, 2100), 0);
+	pair_free(&p);
+}
+
 int
 main(void)
 {
@@ -1664,6 +1997,10 @@ main(void)
 	test_transport_states();
 	test_upgrade_ignored();
 	test_helpers();
+	test_strict_framing();
+	test_unread_output_bounded();
+	test_body_budget();
+	test_silent_connection();
 
 	printf("%d passed, %d failed\n", npassed, nfailed);
 	return nfailed == 0 ? 0 : 1;
