@@ -1252,8 +1252,8 @@ conn_parse(BwConn *c)
 
 		/* chunked framing (size lines, extensions, trailers) is bounded */
 		if (was_body && c->cur != NULL &&
-			c->body_wire > c->cur->pub.body_len &&
-			c->body_wire - c->cur->pub.body_len >
+			c->body_wire > c->cur->body_seen &&
+			c->body_wire - c->cur->body_seen >
 			c->limits.max_header_size + BW_CHUNK_OVERHEAD * (c->nchunks + 1))
 		{
 			queue_error(c, 413, "chunked framing too large");

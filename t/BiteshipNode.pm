@@ -16,7 +16,8 @@ use Test::More;
 use Time::HiRes qw(usleep time);
 
 our @EXPORT = qw(bw_node bw_setup_webhook http http_raw wait_for_http
-  wait_for fixture $SECRET $SIG_HEADER);
+  wait_for fixture worker_pids rss_anon_kb stat_value raw_socket
+  $SECRET $SIG_HEADER);
 
 our $SECRET = 'tap-secret-1';
 our $SIG_HEADER = 'X-Biteship-Signature';
@@ -166,6 +167,51 @@ sub wait_for_http
 		usleep(100_000);
 	}
 	return 0;
+}
+
+# worker_pids(node, kind) -> pids of the 'biteship_webhook <kind>' workers
+sub worker_pids
+{
+	my ($node, $kind) = @_;
+	my $out = $node->safe_psql('postgres',
+		"SELECT string_agg(pid::text, ' ' ORDER BY pid) FROM pg_stat_activity
+		  WHERE backend_type = 'biteship_webhook $kind'");
+	return split ' ', $out;
+}
+
+# Private resident memory of a process, kB (RssAnon in /proc/pid/status).
+sub rss_anon_kb
+{
+	my ($pid) = @_;
+	open(my $fh, '<', "/proc/$pid/status") or return undef;
+	while (<$fh>)
+	{
+		return $1 if /^RssAnon:\s+(\d+)\s+kB/;
+	}
+	return undef;
+}
+
+# stat_value(node, name, labels_sql) -> the value of one row of the stats
+# view (0 when absent); labels_sql is an SQL condition on labels.
+sub stat_value
+{
+	my ($node, $name, $cond) = @_;
+	$cond //= 'true';
+	return $node->safe_psql('postgres',
+		"SELECT COALESCE(sum(value), 0)::bigint FROM biteship_webhook.stats
+		  WHERE name = '$name' AND $cond");
+}
+
+# A connected TCP socket to the listener (blocking, autoflush).
+sub raw_socket
+{
+	my ($node) = @_;
+	my $s = IO::Socket::INET->new(
+		PeerAddr => '127.0.0.1',
+		PeerPort => $node->{bw_port},
+		Proto => 'tcp') or die "connect: $!";
+	$s->autoflush(1);
+	return $s;
 }
 
 1;

@@ -1936,6 +1936,25 @@ test_body_budget(void)
 	/* freeing the connection returns what its partial request held */
 	pair_free(&p);
 	CHECK_INT(budget.used, 0);
+
+	/* a dropped chunked body is not mistaken for oversized framing */
+	current_test = "discard_chunked_large";
+	l.max_header_size = 1024;
+	q = pair_new(&l, 0);
+	cwrite(&q, "POST /other HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+	for (int i = 0; i < 5; i++)
+	{
+		cwrite(&q, "3e8\r\n");
+		memset(msg, 'd', 1000);
+		cwrite_n(&q, msg, 1000);
+		cwrite(&q, "\r\n");
+	}
+	cwrite(&q, "0\r\n\r\n");
+	CHECK_INT(bw_conn_on_readable(q.conn, 7), 1);
+	r1 = bw_conn_pop_request(q.conn);
+	CHECK(r1 && r1->error_status == 0 && r1->body_discarded && r1->body_len == 0);
+	bw_http_request_free(r1);
+	pair_free(&q);
 }
 
 /* A new connection that never sends a byte is closed at request_timeout. */
