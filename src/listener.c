@@ -143,9 +143,11 @@ static int	nwebhook_paths = 0;
 static uint64 paths_generation = 0;
 static bool paths_loaded = false;
 static bool paths_reload = false;	/* the cache is known to be stale */
+static bool extension_seen = false; /* the last reload found the extension */
 
 static void close_listen_sockets(void);
 static void open_listen_sockets(void);
+static void check_apply_role(void);
 
 /* Monotonic milliseconds, for timeouts and latency. */
 static int64
@@ -207,8 +209,9 @@ refresh_webhook_paths(void)
 	{
 		char	  **paths = NULL;
 		int			npaths = 0;
+		bool		installed = OidIsValid(get_extension_oid("biteship_webhook", true));
 
-		if (OidIsValid(get_extension_oid("biteship_webhook", true)))
+		if (installed)
 		{
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
@@ -236,6 +239,11 @@ refresh_webhook_paths(void)
 			pfree(webhook_paths);
 		webhook_paths = paths;
 		nwebhook_paths = npaths;
+
+		/* the extension just appeared: now the apply role must exist */
+		if (installed && !extension_seen)
+			check_apply_role();
+		extension_seen = installed;
 	}
 	PG_CATCH();
 	{
@@ -1529,7 +1537,6 @@ bw_listener_main(Datum main_arg)
 									  "biteship_webhook listener batch",
 									  ALLOCSET_DEFAULT_SIZES);
 	load_settings();
-	check_apply_role();
 
 	epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	if (epoll_fd < 0)
@@ -1592,7 +1599,8 @@ bw_listener_main(Datum main_arg)
 			bw_worker_session_settings();
 			load_settings();
 			load_tls(false);
-			check_apply_role();
+			if (extension_seen)
+				check_apply_role();
 			if (tls_broken && !was_broken)
 				close_listen_sockets();
 			else if (!tls_broken && nlisten == 0)

@@ -352,5 +352,28 @@ like($body, qr/^biteship_webhook_tls_handshake_failures_total\{reason="unknown_c
 	'with the unknown_ca counter');
 is(listener_pids(), $pids, 'the same listener process all along');
 
+# --- over max_connections: a 503 over TLS, never clear text -------------
+# (the certificate in use is still server2, from the reloads above)
+$node->append_conf('postgresql.conf', "biteship_webhook.max_connections = 1\n");
+$node->reload;
+usleep(500_000);
+{
+	$node->poll_query_until('postgres',
+		"SELECT value = 0 FROM biteship_webhook.stats WHERE name = 'open_connections'")
+	  or die 'connections of earlier tests did not close';
+	my $idle = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $node->{bw_port})
+	  or die;
+	$node->poll_query_until('postgres',
+		"SELECT value >= 1 FROM biteship_webhook.stats WHERE name = 'open_connections'")
+	  or die 'the idle connection was not counted';
+	my ($st, $b, $h, $err) = https('GET', '/healthz');
+	is($st, 503, 'over max_connections, a TLS client gets a 503 it can read');
+	like($h, qr/^Retry-After: \d+/mi, 'with Retry-After');
+	like($b, qr/"error":"too many open connections"/, 'and the reason');
+	close($idle);
+}
+$node->append_conf('postgresql.conf', "biteship_webhook.max_connections = 256\n");
+$node->reload;
+
 $node->stop;
 done_testing();
