@@ -6,7 +6,8 @@ DATA = biteship_webhook--0.1.0.sql biteship_webhook--0.1.0--0.2.0.sql
 PGFILEDESC = "biteship_webhook - Biteship webhook receiver inside PostgreSQL"
 
 # Pure C layers (no backend calls): HTTP framing, transports, payload helpers.
-PURE_OBJS = src/http.o src/transport.o src/tls.o src/payload.o src/netaddr.o
+PURE_OBJS = src/http.o src/transport.o src/tls.o src/payload.o src/netaddr.o \
+	src/route.o
 # Backend code.
 PG_OBJS = src/module.o src/ingest.o src/ingest_sql.o src/stats.o \
 	src/listener.o src/dispatcher.o
@@ -42,11 +43,16 @@ test/unit/test_tls: test/unit/test_tls.c src/tls.c src/http.c src/transport.c sr
 test/unit/test_netaddr: test/unit/test_netaddr.c src/netaddr.c src/netaddr.h
 	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/test_netaddr.c src/netaddr.c
 
-unitcheck: test/unit/test_http test/unit/test_payload test/unit/test_tls test/unit/test_netaddr
+test/unit/test_route: test/unit/test_route.c src/route.c src/route.h src/payload.c src/payload.h
+	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/test_route.c src/route.c src/payload.c -lcrypto
+
+unitcheck: test/unit/test_http test/unit/test_payload test/unit/test_tls test/unit/test_netaddr \
+	test/unit/test_route
 	test/unit/test_http
 	test/unit/test_payload
 	test/unit/test_tls
 	test/unit/test_netaddr
+	test/unit/test_route
 
 .PHONY: unitcheck
 

@@ -46,6 +46,7 @@
 
 #include "biteship_webhook.h"
 #include "payload.h"
+#include "route.h"
 #include "stats.h"
 
 /* longest order_id we accept; Biteship's are 24 characters */
@@ -473,8 +474,7 @@ verify_signature(const BwDelivery *d, const char **reason)
 {
 	const BwWebhook *wh = d->webhook;
 	const char *value = NULL;
-	uint8		digest[BW_SHA256_LEN];
-	int32		matched = -1;
+	int			matched;
 
 	if (wh->signature_key == NULL)
 		return 0;
@@ -493,31 +493,15 @@ verify_signature(const BwDelivery *d, const char **reason)
 		return -1;
 	}
 
-	bw_sha256(value, strlen(value), digest);
-	for (int i = 0; i < wh->nsecrets; i++)
-	{
-		if (bw_timingsafe_equal(digest, wh->secret_digests + BW_SHA256_LEN * i,
-								BW_SHA256_LEN) && matched < 0)
-			matched = wh->secret_ids[i];
-	}
+	matched = bw_verify_secret(value, wh->secret_digests, wh->nsecrets);
 	if (matched < 0)
+	{
 		*reason = wh->nsecrets == 0 ?
 			"webhook has a signature key but no valid secret" :
 			"signature does not match";
-	return matched;
-}
-
-/* Headers whose values never reach the events log. */
-static bool
-header_is_secret(const BwDelivery *d, const char *name)
-{
-	if (d->webhook->signature_key != NULL &&
-		pg_strcasecmp(name, d->webhook->signature_key) == 0)
-		return true;
-	return pg_strcasecmp(name, "authorization") == 0 ||
-		pg_strcasecmp(name, "proxy-authorization") == 0 ||
-		pg_strcasecmp(name, "cookie") == 0 ||
-		pg_strcasecmp(name, "x-api-key") == 0;
+		return -1;
+	}
+	return wh->secret_ids[matched];
 }
 
 /*
@@ -536,7 +520,8 @@ headers_jsonb(const BwDelivery *d)
 		JsonbValue	k,
 					v;
 		char	   *lname = asc_tolower(d->headers[i].name, strlen(d->headers[i].name));
-		const char *value = header_is_secret(d, lname) ? "[redacted]" : d->headers[i].value;
+		const char *value = bw_header_is_secret(lname, d->webhook->signature_key) ?
+			"[redacted]" : d->headers[i].value;
 
 		/* keep the log valid text even if a client sent raw bytes */
 		if (!pg_verifymbstr(lname, strlen(lname), true) ||

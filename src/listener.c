@@ -64,6 +64,7 @@
 #include "biteship_webhook.h"
 #include "http.h"
 #include "netaddr.h"
+#include "route.h"
 #include "stats.h"
 #include "tls.h"
 #include "transport.h"
@@ -138,8 +139,7 @@ static MemoryContext batch_cxt = NULL;
 static BwTlsContext *tls_ctx = NULL;
 
 /* the webhook paths, sorted, as of config generation paths_generation */
-static char **webhook_paths = NULL;
-static int	nwebhook_paths = 0;
+static BwPathList webhook_paths = {NULL, 0};
 static uint64 paths_generation = 0;
 static bool paths_loaded = false;
 static bool paths_reload = false;	/* the cache is known to be stale */
@@ -159,13 +159,6 @@ now_ms(void)
 	return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* bsearch comparator of the path cache */
-static int
-path_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
 /*
  * http.c asks this when a request's headers are in: keep its body only if
  * it is a POST to a webhook's path.  Everything else the listener answers
@@ -174,10 +167,7 @@ path_cmp(const void *a, const void *b)
 static bool
 listener_wants_body(void *arg, int method, const char *path)
 {
-	if (method != HTTP_POST || nwebhook_paths == 0)
-		return false;
-	return bsearch(&path, webhook_paths, nwebhook_paths, sizeof(char *),
-				   path_cmp) != NULL;
+	return bw_route_wants_body(&webhook_paths, method, path);
 }
 
 /* Refusing connections keep no body at all. */
@@ -215,8 +205,7 @@ refresh_webhook_paths(void)
 		{
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
-			if (SPI_execute("SELECT path FROM biteship_webhook.webhooks "
-							"ORDER BY path COLLATE pg_catalog.\"C\"", true, 0) != SPI_OK_SELECT)
+			if (SPI_execute("SELECT path FROM biteship_webhook.webhooks", true, 0) != SPI_OK_SELECT)
 				elog(ERROR, "could not read the webhook paths");
 			paths = MemoryContextAllocZero(TopMemoryContext,
 										   sizeof(char *) * Max(SPI_processed, 1));
@@ -233,12 +222,13 @@ refresh_webhook_paths(void)
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 
-		for (int i = 0; i < nwebhook_paths; i++)
-			pfree(webhook_paths[i]);
-		if (webhook_paths != NULL)
-			pfree(webhook_paths);
-		webhook_paths = paths;
-		nwebhook_paths = npaths;
+		for (int i = 0; i < webhook_paths.npaths; i++)
+			pfree(webhook_paths.paths[i]);
+		if (webhook_paths.paths != NULL)
+			pfree(webhook_paths.paths);
+		webhook_paths.paths = paths;
+		webhook_paths.npaths = npaths;
+		bw_path_list_sort(&webhook_paths);
 
 		/* the extension just appeared: now the apply role must exist */
 		if (installed && !extension_seen)
@@ -902,6 +892,7 @@ static bool
 prepare_job(Job *job)
 {
 	BwHttpRequest *req = job->req;
+	BwRouteKind kind;
 
 	if (req->error_status != 0)
 	{
@@ -916,7 +907,8 @@ prepare_job(Job *job)
 		job->close_after = true;
 		return false;
 	}
-	if (strcmp(req->path, "/metrics") == 0)
+	kind = bw_route_classify(&webhook_paths, req->path);
+	if (kind == BW_ROUTE_METRICS)
 	{
 		char		addr[BW_ADDRSTRLEN];
 
@@ -935,7 +927,7 @@ prepare_job(Job *job)
 		}
 		return true;
 	}
-	if (strcmp(req->path, "/healthz") == 0)
+	if (kind == BW_ROUTE_HEALTHZ)
 	{
 		if (req->method != HTTP_GET && req->method != HTTP_HEAD)
 		{
@@ -945,7 +937,7 @@ prepare_job(Job *job)
 		}
 		return true;
 	}
-	/* a webhook path, or nothing: the database knows */
+	/* a webhook path, or nothing: the database knows (the cache may lag) */
 	return true;
 }
 
