@@ -29,6 +29,7 @@
 #define BW_CREATE_WAIT_EVENT_SET(nevents) CreateWaitEventSet(TopMemoryContext, (nevents))
 #endif
 
+#define BW_VERSION			"0.2.0"
 #define BW_SCHEMA			"biteship_webhook"
 #define BW_NOTIFY_CHANNEL	"biteship_webhook"
 #define BW_SHA256_LEN		32
@@ -61,6 +62,16 @@ extern int	bw_apply_timeout;
 extern char *bw_apply_role;
 extern int	bw_unverified_log_rate;
 extern int	bw_body_memory_limit;
+extern bool bw_outbound;
+extern int	bw_outbox_max_concurrency;
+extern int	bw_outbox_max_per_endpoint;
+extern char *bw_outbox_retry_schedule;
+extern int	bw_outbox_max_retry_after;
+extern int	bw_outbox_response_body_limit;
+extern int	bw_outbox_response_headers_limit;
+extern int	bw_outbox_retention;
+extern char *bw_outbound_ca_file;
+extern int	bw_endpoint_disable_after;
 extern char *bw_trusted_proxies;
 extern char *bw_metrics_allow;
 extern bool bw_ssl;
@@ -127,6 +138,18 @@ typedef struct BwDelivery
 	Jsonb	   *apply_payload;	/* set when the event still has to be applied */
 	char	   *order_key;		/* order_id, to order the applies of a batch */
 } BwDelivery;
+
+/*
+ * Called after each event is applied, in the apply's subtransaction and
+ * with the workers' own rights: the outbox forwards the event from here.
+ * An ERROR fails the event like any apply error.
+ */
+typedef void (*bw_after_apply_hook_type) (int64 event_id, const char *webhook,
+										  const char *environment,
+										  const char *event,
+										  const char *order_id,
+										  Jsonb *payload);
+extern PGDLLIMPORT bw_after_apply_hook_type bw_after_apply_hook;
 
 /* module.c */
 extern void bw_worker_session_settings(void);

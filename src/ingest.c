@@ -85,6 +85,9 @@ static SPIPlanPtr plan_upsert_price = NULL;
 	"    ON s.webhook_id = w.id " \
 	"   AND (s.expires_at IS NULL OR s.expires_at > pg_catalog.now()) "
 
+/* called after each successful apply, in its subtransaction (forwarding) */
+bw_after_apply_hook_type bw_after_apply_hook = NULL;
+
 /* the timeout that ends an apply running past biteship_webhook.apply_timeout */
 static TimeoutId apply_timeout_id = MAX_TIMEOUTS;
 static volatile sig_atomic_t apply_deadline_passed = false;
@@ -733,7 +736,7 @@ notify_applied(int64 event_id, const char *webhook, const char *environment,
 static void
 apply_payload(int64 event_id, const char *webhook, const char *environment,
 			  Jsonb *payload, TimestampTz received_at, const char *source,
-			  StringInfo notes)
+			  StringInfo notes, char **event_out, char **order_id_out)
 {
 	char	   *event = jb_text(payload, "event", notes);
 	char	   *order_id = jb_text(payload, "order_id", notes);
@@ -828,6 +831,8 @@ apply_payload(int64 event_id, const char *webhook, const char *environment,
 			elog(ERROR, "cannot apply unknown event \"%s\"", event ? event : "");
 	}
 
+	*event_out = event;
+	*order_id_out = order_id;
 	notify_applied(event_id, webhook, environment, event, order_id,
 				   have_status ? status : NULL);
 }
@@ -949,6 +954,8 @@ apply_in_subxact(int64 event_id, const char *webhook, const char *environment,
 		Oid			save_userid;
 		int			save_sec_context;
 		int			save_nestlevel;
+		char	   *event = NULL;
+		char	   *order_id = NULL;
 
 		GetUserIdAndSecContext(&save_userid, &save_sec_context);
 		SetUserIdAndSecContext(bw_apply_role_oid(false),
@@ -956,9 +963,14 @@ apply_in_subxact(int64 event_id, const char *webhook, const char *environment,
 							   SECURITY_RESTRICTED_OPERATION);
 		save_nestlevel = NewGUCNestLevel();
 		apply_payload(event_id, webhook, environment, payload, received_at,
-					  source, notes);
+					  source, notes, &event, &order_id);
 		AtEOXact_GUC(false, save_nestlevel);
 		SetUserIdAndSecContext(save_userid, save_sec_context);
+
+		/* in the same subtransaction, with our own rights: forwarding */
+		if (bw_after_apply_hook != NULL)
+			bw_after_apply_hook(event_id, webhook, environment, event,
+								order_id, payload);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;

@@ -565,9 +565,9 @@ bw_purge_events(PG_FUNCTION_ARGS)
 }
 
 /*
- * config_changed(): statement trigger on the tables the listeners cache
- * (webhooks): the configuration generation moves when the transaction
- * commits, and the listeners reload before their next batch.
+ * config_changed(): trigger on the configuration tables the workers cache
+ * (webhooks, endpoints): the configuration generation moves when the
+ * transaction commits, and the workers reload before their next batch.
  */
 Datum
 bw_config_changed(PG_FUNCTION_ARGS)
@@ -577,5 +577,6 @@ bw_config_changed(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("config_changed() must be called as a trigger")));
 	bw_config_changed_at_commit();
+	/* an AFTER trigger: the result is ignored */
 	return PointerGetDatum(NULL);
 }

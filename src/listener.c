@@ -812,7 +812,13 @@ render_metrics(void)
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read biteship_webhook.stats: %s", SPI_result_code_string(ret));
 
-	initStringInfo(&out);
+	/* the text outlives SPI_finish(): build it in the caller's context */
+	{
+		MemoryContext spicxt = MemoryContextSwitchTo(cxt);
+
+		initStringInfo(&out);
+		MemoryContextSwitchTo(spicxt);
+	}
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -846,7 +852,7 @@ render_metrics(void)
 		appendStringInfo(&out, " %.17g\n", value);
 	}
 	SPI_finish();
-	return MemoryContextStrdup(cxt, out.data);
+	return out.data;
 }
 
 /*

@@ -28,6 +28,8 @@
 
 #include "biteship_webhook.h"
 #include "netaddr.h"
+#include "outbound_policy.h"
+#include "outbox.h"
 
 PG_MODULE_MAGIC;
 
@@ -54,6 +56,16 @@ int			bw_apply_timeout = 5000;
 char	   *bw_apply_role = NULL;
 int			bw_unverified_log_rate = 60;
 int			bw_body_memory_limit = 64 * 1024;	/* kB */
+bool		bw_outbound = true;
+int			bw_outbox_max_concurrency = 128;
+int			bw_outbox_max_per_endpoint = 32;
+char	   *bw_outbox_retry_schedule = NULL;
+int			bw_outbox_max_retry_after = 3600;
+int			bw_outbox_response_body_limit = 4096;
+int			bw_outbox_response_headers_limit = 4096;
+int			bw_outbox_retention = 7 * 24 * 3600;
+char	   *bw_outbound_ca_file = NULL;
+int			bw_endpoint_disable_after = 5 * 24 * 3600;
 char	   *bw_trusted_proxies = NULL;
 char	   *bw_metrics_allow = NULL;
 bool		bw_ssl = false;
@@ -163,6 +175,21 @@ check_listen_addresses(char **newval, void **extra, GucSource source)
 	return ok;
 }
 
+/* Check hook of biteship_webhook.outbox_retry_schedule. */
+static bool
+check_retry_schedule(char **newval, void **extra, GucSource source)
+{
+	int64		delays[BW_MAX_RETRY_STEPS];
+	int			n;
+	const char *bad;
+
+	if (*newval != NULL && bw_retry_schedule_parse(*newval, delays, &n, &bad))
+		return true;
+	GUC_check_errdetail("\"%s\" is not a delay such as 0, 500ms, 5s, 5min, 2h or 1d (at most %d, each at most a week).",
+						*newval ? bad : "", BW_MAX_RETRY_STEPS);
+	return false;
+}
+
 /* Check hook of biteship_webhook.apply_role: a role name, or empty. */
 static bool
 check_apply_role(char **newval, void **extra, GucSource source)
@@ -265,6 +292,53 @@ define_reloadable_settings(void)
 							gettext_noop("A request that would take more is answered 503 with Retry-After."),
 							&bw_body_memory_limit, 64 * 1024, 1024, INT_MAX / 1024,
 							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomIntVariable("biteship_webhook.outbox_max_concurrency",
+							gettext_noop("Outbox requests in flight at once, in total."),
+							NULL,
+							&bw_outbox_max_concurrency, 128, 1, 4096,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("biteship_webhook.outbox_max_per_endpoint",
+							gettext_noop("Outbox requests in flight at once to one endpoint."),
+							NULL,
+							&bw_outbox_max_per_endpoint, 32, 1, 4096,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("biteship_webhook.outbox_retry_schedule",
+							   gettext_noop("Delays before each attempt of an outbox message, comma-separated."),
+							   gettext_noop("The first is counted from queueing; past the end, the last repeats. "
+											"Each delay is jittered by +-20%."),
+							   &bw_outbox_retry_schedule,
+							   "0, 5s, 5min, 30min, 2h, 5h, 10h, 14h, 20h, 24h",
+							   PGC_SIGHUP, 0, check_retry_schedule, NULL, NULL);
+	DefineCustomIntVariable("biteship_webhook.outbox_max_retry_after",
+							gettext_noop("Longest Retry-After of an endpoint that the outbox honours."),
+							NULL,
+							&bw_outbox_max_retry_after, 3600, 1, 7 * 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("biteship_webhook.outbox_response_body_limit",
+							gettext_noop("Bytes of a response body kept with each outbox attempt."),
+							NULL,
+							&bw_outbox_response_body_limit, 4096, 0, 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("biteship_webhook.outbox_response_headers_limit",
+							gettext_noop("Bytes of response headers kept with each outbox attempt."),
+							NULL,
+							&bw_outbox_response_headers_limit, 4096, 0, 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("biteship_webhook.outbox_retention",
+							gettext_noop("Age after which delivered outbox messages and their attempts are purged."),
+							gettext_noop("Dead messages are kept until retried or purged. 0 disables purging."),
+							&bw_outbox_retention, 7 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomStringVariable("biteship_webhook.outbound_ca_file",
+							   gettext_noop("CA certificates (PEM) that outbound HTTPS peers are verified against."),
+							   gettext_noop("Empty means the system's CA bundle."),
+							   &bw_outbound_ca_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomIntVariable("biteship_webhook.endpoint_disable_after",
+							gettext_noop("An endpoint whose every attempt fails for this long is disabled."),
+							gettext_noop("0 never disables an endpoint for failing."),
+							&bw_endpoint_disable_after, 5 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomStringVariable("biteship_webhook.trusted_proxies",
 							   gettext_noop("Addresses (CIDR, comma-separated) whose X-Forwarded-For header is trusted."),
 							   NULL,
@@ -339,6 +413,11 @@ define_postmaster_settings(void)
 							gettext_noop("0 disables the listener."),
 							&bw_listener_workers, 1, 0, 16,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("biteship_webhook.outbound",
+							 gettext_noop("Run the outbound worker, which sends the outbox."),
+							 NULL,
+							 &bw_outbound, true,
+							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
 }
 
 /*
@@ -423,6 +502,15 @@ register_workers(void)
 	snprintf(worker.bgw_type, BGW_MAXLEN, "biteship_webhook dispatcher");
 	worker.bgw_main_arg = Int32GetDatum(0);
 	RegisterBackgroundWorker(&worker);
+
+	if (bw_outbound)
+	{
+		snprintf(worker.bgw_function_name, BGW_MAXLEN, "bw_outbound_main");
+		snprintf(worker.bgw_name, BGW_MAXLEN, "biteship_webhook outbound");
+		snprintf(worker.bgw_type, BGW_MAXLEN, "biteship_webhook outbound");
+		worker.bgw_main_arg = Int32GetDatum(0);
+		RegisterBackgroundWorker(&worker);
+	}
 }
 
 /*
@@ -432,6 +520,7 @@ void
 _PG_init(void)
 {
 	define_reloadable_settings();
+	bw_outbox_init();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

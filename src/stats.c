@@ -33,6 +33,7 @@
 #include "utils/timestamp.h"
 
 #include "biteship_webhook.h"
+#include "outbound_policy.h"
 #include "stats.h"
 
 PG_FUNCTION_INFO_V1(bw_stats);
@@ -50,6 +51,7 @@ BwShared   *bw_shared = NULL;
 
 /* what the current transaction leaves for its commit */
 static uint64 pending_events[BW_NEVENT_STATES];
+static uint64 pending_outbox[BW_NOUTBOX_STATES];
 static bool pending_any = false;
 static bool pending_wake[BW_NLATCHES];
 static bool pending_config_bump = false;
@@ -86,6 +88,8 @@ bw_shmem_startup(void)
 		pg_atomic_init_u64(&bw_shared->connections_refused, 0);
 		for (int i = 0; i < BW_NTLS_FAILURES; i++)
 			pg_atomic_init_u64(&bw_shared->tls_failures[i], 0);
+		for (int i = 0; i < BW_NOUTBOX_STATES; i++)
+			pg_atomic_init_u64(&bw_shared->outbox[i], 0);
 		for (int i = 0; i < BW_MAX_LISTENERS; i++)
 			pg_atomic_init_u32(&bw_shared->open_connections[i], 0);
 	}
@@ -129,6 +133,11 @@ at_commit_xact_callback(XactEvent event, void *arg)
 				if (pending_events[i] > 0)
 					pg_atomic_fetch_add_u64(&bw_shared->events[i], pending_events[i]);
 			}
+			for (int i = 0; i < BW_NOUTBOX_STATES; i++)
+			{
+				if (pending_outbox[i] > 0)
+					pg_atomic_fetch_add_u64(&bw_shared->outbox[i], pending_outbox[i]);
+			}
 		}
 		if (pending_config_bump)
 			pg_atomic_fetch_add_u64(&bw_shared->config_generation, 1);
@@ -139,7 +148,10 @@ at_commit_xact_callback(XactEvent event, void *arg)
 		}
 	}
 	if (pending_any)
+	{
 		memset(pending_events, 0, sizeof(pending_events));
+		memset(pending_outbox, 0, sizeof(pending_outbox));
+	}
 	pending_any = false;
 	pending_config_bump = false;
 	memset(pending_wake, 0, sizeof(pending_wake));
@@ -168,6 +180,138 @@ bw_stats_count_event(const char *state)
 	register_callback();
 	pending_events[i]++;
 	pending_any = true;
+}
+
+static const char *const outbox_states[BW_NOUTBOX_STATES] = {
+	"queued", "delivered", "dead"
+};
+
+/*
+ * Count an outbox transition (queued, delivered, dead) once the current
+ * transaction commits.
+ */
+void
+bw_stats_count_outbox(const char *state)
+{
+	if (bw_shared == NULL)
+		return;
+	for (int i = 0; i < BW_NOUTBOX_STATES; i++)
+	{
+		if (strcmp(outbox_states[i], state) == 0)
+		{
+			register_callback();
+			pending_outbox[i]++;
+			pending_any = true;
+			return;
+		}
+	}
+}
+
+/* Has the current transaction changed the cached configuration? */
+bool
+bw_config_changed_locally(void)
+{
+	return pending_config_bump;
+}
+
+/* histogram helper: the bucket of a value */
+static int
+latency_bucket(double seconds)
+{
+	int			i;
+
+	for (i = 0; i < BW_LATENCY_BUCKETS; i++)
+	{
+		if (seconds <= bw_latency_bounds[i])
+			break;
+	}
+	return i;
+}
+
+/* Record one outbox attempt in the outbound worker's local counters. */
+void
+bw_stats_local_attempt(BwOutboundStats *local, const char *endpoint,
+					   long http_status, double seconds)
+{
+	const char *cls = bw_status_class(http_status);
+	int			i;
+
+	for (i = 0; i < local->nattempts; i++)
+	{
+		if (strcmp(local->attempts[i].endpoint, endpoint) == 0 &&
+			strcmp(local->attempts[i].cls, cls) == 0)
+			break;
+	}
+	if (i == local->nattempts && i < BW_MAX_ATTEMPT_COUNTERS)
+	{
+		strlcpy(local->attempts[i].endpoint, endpoint, sizeof(local->attempts[i].endpoint));
+		strlcpy(local->attempts[i].cls, cls, sizeof(local->attempts[i].cls));
+		local->attempts[i].count = 0;
+		local->nattempts++;
+	}
+	if (i < BW_MAX_ATTEMPT_COUNTERS)
+		local->attempts[i].count++;
+	local->attempt_duration_buckets[latency_bucket(seconds)]++;
+	local->attempt_duration_count++;
+	local->attempt_duration_sum += seconds;
+}
+
+/* Record the time from queueing to a message's first attempt. */
+void
+bw_stats_local_queue_latency(BwOutboundStats *local, double seconds)
+{
+	local->queue_latency_buckets[latency_bucket(seconds)]++;
+	local->queue_latency_count++;
+	local->queue_latency_sum += seconds;
+}
+
+/* Fold the outbound worker's counters into shared memory and zero them. */
+void
+bw_stats_outbound_flush(BwOutboundStats *local)
+{
+	if (bw_shared == NULL || (local->nattempts == 0 && local->queue_latency_count == 0 &&
+							  local->delivered == 0 && local->dead == 0))
+	{
+		memset(local, 0, sizeof(*local));
+		return;
+	}
+	if (local->delivered > 0)
+		pg_atomic_fetch_add_u64(&bw_shared->outbox[1], local->delivered);
+	if (local->dead > 0)
+		pg_atomic_fetch_add_u64(&bw_shared->outbox[2], local->dead);
+	LWLockAcquire(bw_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < local->nattempts; i++)
+	{
+		BwAttemptCounter *lc = &local->attempts[i];
+		int			j;
+
+		for (j = 0; j < bw_shared->nattempts; j++)
+		{
+			if (strcmp(bw_shared->attempts[j].endpoint, lc->endpoint) == 0 &&
+				strcmp(bw_shared->attempts[j].cls, lc->cls) == 0)
+				break;
+		}
+		if (j == bw_shared->nattempts)
+		{
+			if (j == BW_MAX_ATTEMPT_COUNTERS)
+				continue;
+			bw_shared->attempts[j] = *lc;
+			bw_shared->attempts[j].count = 0;
+			bw_shared->nattempts++;
+		}
+		bw_shared->attempts[j].count += lc->count;
+	}
+	for (int i = 0; i <= BW_LATENCY_BUCKETS; i++)
+	{
+		bw_shared->queue_latency_buckets[i] += local->queue_latency_buckets[i];
+		bw_shared->attempt_duration_buckets[i] += local->attempt_duration_buckets[i];
+	}
+	bw_shared->queue_latency_count += local->queue_latency_count;
+	bw_shared->queue_latency_sum += local->queue_latency_sum;
+	bw_shared->attempt_duration_count += local->attempt_duration_count;
+	bw_shared->attempt_duration_sum += local->attempt_duration_sum;
+	LWLockRelease(bw_shared->lock);
+	memset(local, 0, sizeof(*local));
 }
 
 /* Wake a worker when the current transaction commits. */
@@ -553,6 +697,30 @@ bw_stats(PG_FUNCTION_ARGS)
 	for (int i = 0; i < BW_MAX_LISTENERS; i++)
 		open += pg_atomic_read_u32(&bw_shared->open_connections[i]);
 	put_row(rsinfo, "open_connections", NULL, (double) open);
+	for (int i = 0; i < BW_NOUTBOX_STATES; i++)
+	{
+		char		labels[64];
+
+		snprintf(labels, sizeof(labels), "{\"state\": \"%s\"}", outbox_states[i]);
+		put_row(rsinfo, "outbox_messages_total", labels,
+				(double) pg_atomic_read_u64(&bw_shared->outbox[i]));
+	}
+	for (int i = 0; i < snap->nattempts; i++)
+	{
+		StringInfoData labels;
+
+		initStringInfo(&labels);
+		appendStringInfoString(&labels, "{\"endpoint\": ");
+		escape_json(&labels, snap->attempts[i].endpoint);
+		appendStringInfo(&labels, ", \"class\": \"%s\"}", snap->attempts[i].cls);
+		put_row(rsinfo, "outbox_attempts_total", labels.data, (double) snap->attempts[i].count);
+	}
+	put_histogram(rsinfo, "outbox_queue_latency_seconds", bw_latency_bounds,
+				  BW_LATENCY_BUCKETS, snap->queue_latency_buckets,
+				  snap->queue_latency_count, snap->queue_latency_sum);
+	put_histogram(rsinfo, "outbox_attempt_duration_seconds", bw_latency_bounds,
+				  BW_LATENCY_BUCKETS, snap->attempt_duration_buckets,
+				  snap->attempt_duration_count, snap->attempt_duration_sum);
 	put_row(rsinfo, "connections_refused_total", NULL,
 			(double) pg_atomic_read_u64(&bw_shared->connections_refused));
 	for (int i = 0; i < BW_NTLS_FAILURES; i++)

@@ -33,8 +33,21 @@
 typedef enum BwWorkerLatch
 {
 	BW_LATCH_DISPATCHER,
+	BW_LATCH_OUTBOUND,
 	BW_NLATCHES
 } BwWorkerLatch;
+
+/* outbox message transitions, indexes into outbox[] */
+#define BW_NOUTBOX_STATES		3	/* queued, delivered, dead */
+#define BW_MAX_ATTEMPT_COUNTERS	128
+
+/* outbox attempts by endpoint and status class */
+typedef struct BwAttemptCounter
+{
+	char		endpoint[64];
+	char		cls[8];			/* 2xx, 3xx, 4xx, 5xx, error */
+	uint64		count;
+} BwAttemptCounter;
 
 typedef struct BwRequestCounter
 {
@@ -88,7 +101,33 @@ typedef struct BwShared
 	int			nunlogged;
 	BwUnloggedCounter unlogged[BW_MAX_UNLOGGED_COUNTERS];
 	BwRateSlot	rate[BW_MAX_RATE_SLOTS];
+
+	/* the outbox */
+	pg_atomic_uint64 outbox[BW_NOUTBOX_STATES];
+	int			nattempts;
+	BwAttemptCounter attempts[BW_MAX_ATTEMPT_COUNTERS];
+	uint64		queue_latency_buckets[BW_LATENCY_BUCKETS + 1];
+	uint64		queue_latency_count;
+	double		queue_latency_sum;
+	uint64		attempt_duration_buckets[BW_LATENCY_BUCKETS + 1];
+	uint64		attempt_duration_count;
+	double		attempt_duration_sum;
 } BwShared;
+
+/* The outbound worker's counters between two flushes. */
+typedef struct BwOutboundStats
+{
+	int			nattempts;
+	BwAttemptCounter attempts[BW_MAX_ATTEMPT_COUNTERS];
+	uint64		queue_latency_buckets[BW_LATENCY_BUCKETS + 1];
+	uint64		queue_latency_count;
+	double		queue_latency_sum;
+	uint64		attempt_duration_buckets[BW_LATENCY_BUCKETS + 1];
+	uint64		attempt_duration_count;
+	double		attempt_duration_sum;
+	uint64		delivered;
+	uint64		dead;
+} BwOutboundStats;
 
 /* A worker's counters between two flushes. */
 typedef struct BwLocalStats
@@ -116,5 +155,12 @@ extern void bw_stats_set_connections(int listener, int n);
 extern void bw_set_worker_latch(BwWorkerLatch which, Latch *latch);
 extern void bw_wake_worker(BwWorkerLatch which);
 extern void bw_wake_at_commit(BwWorkerLatch which);
+
+extern void bw_stats_count_outbox(const char *state);
+extern void bw_stats_local_attempt(BwOutboundStats *local, const char *endpoint,
+								   long http_status, double seconds);
+extern void bw_stats_local_queue_latency(BwOutboundStats *local, double seconds);
+extern void bw_stats_outbound_flush(BwOutboundStats *local);
+extern bool bw_config_changed_locally(void);
 
 #endif							/* BW_STATS_H */

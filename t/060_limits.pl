@@ -117,7 +117,7 @@ sub all_closed
 	cmp_ok($peak - $before, '<', 8192,
 		'the listener\'s private memory stayed within 8 MB of where it started');
 	# never reading them, watch the listener's side
-	ok(wait_for(10, sub { stat_value($node, 'open_connections') == 0 }),
+	ok(wait_for(30, sub { stat_value($node, 'open_connections') == 0 }),
 		'clients that do not read are cut off at the write timeout');
 	close($_) for @attackers;
 	my ($status) = http($node, 'GET', '/healthz');

@@ -10,6 +10,8 @@ use warnings;
 
 use Exporter 'import';
 use IO::Socket::INET;
+use IPC::Run;
+use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -17,10 +19,32 @@ use Time::HiRes qw(usleep time);
 
 our @EXPORT = qw(bw_node bw_setup_webhook http http_raw wait_for_http
   wait_for fixture worker_pids rss_anon_kb stat_value raw_socket
+  start_receiver receiver_log stop_receiver
   $SECRET $SIG_HEADER);
 
 our $SECRET = 'tap-secret-1';
 our $SIG_HEADER = 'X-Biteship-Signature';
+
+# BW_SANITIZE_PRELOAD (set by scripts/sanitize): the installed library is
+# built with sanitizers (make SANITIZE=1), which an uninstrumented server
+# loads only with their runtime preloaded.  Every node's pg_ctl start and
+# restart, and so its postmaster and every server process, gets LD_PRELOAD
+# set to this value; initdb, psql and the other clients run without it.
+if (($ENV{BW_SANITIZE_PRELOAD} // '') ne '')
+{
+	for my $method (qw(start restart))
+	{
+		my $orig = PostgreSQL::Test::Cluster->can($method);
+		no strict 'refs';
+		no warnings 'redefine';
+		*{"PostgreSQL::Test::Cluster::$method"} = sub {
+			local $ENV{LD_PRELOAD} = $ENV{BW_SANITIZE_PRELOAD};
+			local $ENV{ASAN_OPTIONS} = $ENV{ASAN_OPTIONS}
+			  // 'detect_leaks=0:verify_asan_link_order=0';
+			return $orig->(@_);
+		};
+	}
+}
 
 # A free TCP port on 127.0.0.1.
 sub free_port
@@ -200,6 +224,39 @@ sub stat_value
 	return $node->safe_psql('postgres',
 		"SELECT COALESCE(sum(value), 0)::bigint FROM biteship_webhook.stats
 		  WHERE name = '$name' AND $cond");
+}
+
+# start_receiver(secrets => [...]) -> receiver: the mock receiver of
+# test/tools/receiver.py on a free loopback port; ->{url} is its base URL.
+sub start_receiver
+{
+	my (%o) = @_;
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	my $r = { port_file => "$dir/port", log => "$dir/requests.jsonl" };
+	my @cmd = ('python3', 'test/tools/receiver.py', '--port-file', $r->{port_file},
+		'--log', $r->{log});
+	push @cmd, '--secret', $_ for @{ $o{secrets} // [] };
+	$r->{handle} = IPC::Run::start(\@cmd, '>', \my $out, '2>', \my $err);
+	wait_for(10, sub { -s $r->{port_file} }) or die 'the receiver did not start';
+	$r->{port} = slurp_file($r->{port_file});
+	$r->{url} = "http://127.0.0.1:$r->{port}";
+	return $r;
+}
+
+# receiver_log(receiver) -> every request it received so far, decoded
+sub receiver_log
+{
+	my ($r) = @_;
+	return () unless -e $r->{log};
+	my $text = slurp_file($r->{log});
+	$text =~ s/[^\n]*\z//;    # a line being written
+	return map { JSON::PP::decode_json($_) } split /\n/, $text;
+}
+
+sub stop_receiver
+{
+	my ($r) = @_;
+	$r->{handle}->kill_kill;
 }
 
 # A connected TCP socket to the listener (blocking, autoflush).
