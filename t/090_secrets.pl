@@ -11,6 +11,7 @@ use warnings;
 
 use lib 't';
 use BiteshipNode;
+use MIME::Base64;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
@@ -29,6 +30,14 @@ my %secrets = (
 	'Authorization header of a client' => 'Bearer sEcReT-bearer-c0ffee123456',
 	'X-Api-Key header of a client' => 'sEcReT-apikey-deadbeef7788',
 	'signature header sent to a webhook without a key' => 'sEcReT-stray-11223344aabb',
+);
+# Secrets the outbox keeps in biteship_webhook.endpoints (readable by its
+# owner only): they must be nowhere else.
+my $signing = 'whsec_' . MIME::Base64::encode_base64('sEcReT-signing-key-0123456789ab', '');
+my %endpoint_secrets = (
+	'endpoint token' => 'sEcReT-endpoint-token-a1b2c3d4',
+	'endpoint signing secret' => $signing,
+	'endpoint signing secret, rotated' => 'whsec_' . MIME::Base64::encode_base64('sEcReT-rotated-signing-key-98765', ''),
 );
 
 # administration with a secret: statement logging off for that call
@@ -81,6 +90,28 @@ CREATE TRIGGER boom BEFORE INSERT ON biteship_webhook.orders FOR EACH ROW EXECUT
 is(post('/biteship/live', "X-Biteship-Signature: $secrets{'webhook secret'}"), 200,
 	'a delivery whose apply fails');
 $node->safe_psql('postgres', 'DROP TRIGGER boom ON biteship_webhook.orders');
+# the outbox: an endpoint with a token and a signing secret, a rotation, a
+# failing endpoint, and a receiver that answers with a cookie
+my $recv = start_receiver(secrets => [$signing]);
+admin(qq{SELECT biteship_webhook.create_endpoint('wa', '$recv->{url}/ok',
+	headers => '{"Authorization": "Bearer $endpoint_secrets{'endpoint token'}"}',
+	signing_secret => '$signing', forward_events => '{order.status}')});
+admin(qq{SELECT biteship_webhook.create_endpoint('cookie', '$recv->{url}/big',
+	headers => '{"X-Api-Key": "$endpoint_secrets{'endpoint token'}"}')});
+admin(qq{SELECT biteship_webhook.create_endpoint('down', '$recv->{url}/status/500', max_attempts => 1,
+	headers => '{"Authorization": "Bearer $endpoint_secrets{'endpoint token'}"}')});
+$node->safe_psql('postgres', q{SELECT biteship_webhook.send(e, '{"n":1}') FROM unnest('{wa,cookie,down}'::text[]) e});
+admin(qq{SELECT biteship_webhook.set_endpoint_secret('wa', '$endpoint_secrets{'endpoint signing secret, rotated'}')});
+$node->safe_psql('postgres', q{SELECT biteship_webhook.send('wa', '{"n":2}')});
+is(post('/biteship/live', "X-Biteship-Signature: $secrets{'webhook secret'}"), 200,
+	'a delivery that is forwarded');
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) = 0 FROM biteship_webhook.outbox WHERE state = 'pending'}),
+	'the outbox is drained');
+like(join("\n", map { $_->{headers}{authorization} // '' } receiver_log($recv)),
+	qr/\Q$endpoint_secrets{'endpoint token'}\E/, 'the receiver got the token (so it was used)');
+stop_receiver($recv);
+
 my (undef, $metrics) = http($node, 'GET', '/metrics');
 push @answers, $metrics;
 
@@ -91,9 +122,12 @@ SELECT string_agg(format('%I.%I', n.nspname, c.relname), ' ')
  WHERE c.relkind IN ('r', 'v', 'm') AND n.nspname NOT IN ('pg_toast')
    AND has_table_privilege(c.oid, 'SELECT')});
 my $all_rows = '';
+my $rows_but_endpoints = '';
 for my $t (split ' ', $tables)
 {
-	$all_rows .= $node->safe_psql('postgres', "SELECT t::text FROM $t t") . "\n";
+	my $text = $node->safe_psql('postgres', "SELECT t::text FROM $t t") . "\n";
+	$all_rows .= $text;
+	$rows_but_endpoints .= $text unless $t eq 'biteship_webhook.endpoints';
 }
 cmp_ok(length($all_rows), '>', 1000, 'the tables were read');
 my $log = slurp_file($node->logfile);
@@ -108,6 +142,23 @@ for my $what (sort keys %secrets)
 	unlike(join("\n", @answers), qr/\Q$core\E/, "$what: not in any answer");
 }
 like($all_rows, qr/\[redacted\]/, 'credential headers are kept as [redacted]');
+unlike($all_rows, qr/sEcReT-cookie-from-receiver/, 'a cookie a receiver set is not kept');
+for my $what (sort keys %endpoint_secrets)
+{
+	my $secret = $endpoint_secrets{$what};
+	unlike($log, qr/\Q$secret\E/, "$what: not in the server log");
+	unlike($rows_but_endpoints, qr/\Q$secret\E/, "$what: in no table but endpoints");
+	unlike(join("\n", @answers), qr/\Q$secret\E/, "$what: not in any answer");
+}
+$node->safe_psql('postgres', 'CREATE ROLE app');
+is( $node->safe_psql('postgres',
+		q{SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		   WHERE n.nspname = 'biteship_webhook' AND c.relname IN ('endpoints', 'webhook_secrets')
+		     AND (has_table_privilege('app', c.oid, 'SELECT')
+		          OR has_table_privilege('biteship_webhook_apply', c.oid, 'SELECT')
+		          OR has_any_column_privilege('biteship_webhook_outbox', c.oid, 'SELECT')
+		             AND has_column_privilege('biteship_webhook_outbox', c.oid, 'headers', 'SELECT'))}),
+	'0', 'no application role, nor the apply or outbox role, can read secrets or endpoint headers');
 
 $node->stop;
 done_testing();

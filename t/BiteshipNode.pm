@@ -19,7 +19,7 @@ use Time::HiRes qw(usleep time);
 
 our @EXPORT = qw(bw_node bw_setup_webhook http http_raw wait_for_http
   wait_for fixture worker_pids rss_anon_kb stat_value raw_socket
-  start_receiver receiver_log stop_receiver
+  start_receiver receiver_log stop_receiver kill9_and_wait
   $SECRET $SIG_HEADER);
 
 our $SECRET = 'tap-secret-1';
@@ -257,6 +257,41 @@ sub stop_receiver
 {
 	my ($r) = @_;
 	$r->{handle}->kill_kill;
+}
+
+# pid -> [state, ppid] of every process, from /proc
+sub processes
+{
+	my %p;
+	for my $stat (glob '/proc/[0-9]*/stat')
+	{
+		open(my $fh, '<', $stat) or next;
+		my $line = <$fh>;
+		close $fh;
+		next unless defined $line;
+		my ($pid) = $line =~ /^(\d+)/;
+		my @rest = split ' ', substr($line, rindex($line, ')') + 2);
+		$p{$pid} = [ $rest[0], $rest[1] ];
+	}
+	return \%p;
+}
+
+# kill9_and_wait(node): SIGKILL the postmaster, then wait until it and its
+# children are gone (or zombies), so that the node can start again.
+sub kill9_and_wait
+{
+	my ($node) = @_;
+	my $pm = $node->{_pid};
+	my $before = processes();
+	my @children = grep { $before->{$_}[1] == $pm } keys %$before;
+	$node->kill9;
+	return wait_for(
+		30,
+		sub {
+			my $p = processes();
+			return 0 if $p->{$pm};
+			return !grep { $p->{$_} && $p->{$_}[0] ne 'Z' } @children;
+		});
 }
 
 # A connected TCP socket to the listener (blocking, autoflush).
