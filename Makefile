@@ -2,7 +2,8 @@
 
 MODULE_big = biteship_webhook
 EXTENSION = biteship_webhook
-DATA = biteship_webhook--0.1.0.sql biteship_webhook--0.1.0--0.2.0.sql
+DATA = biteship_webhook--0.1.0.sql biteship_webhook--0.1.0--0.2.0.sql \
+	biteship_webhook--0.2.0.sql
 PGFILEDESC = "biteship_webhook - Biteship webhook receiver inside PostgreSQL"
 
 # Pure C layers (no backend calls): HTTP framing, transports, payload helpers.
@@ -18,7 +19,7 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initi
 	-Wno-sign-compare -Wno-cast-function-type
 SHLIB_LINK = -lhttp_parser -lcurl -lssl -lcrypto
 
-REGRESS = setup webhooks ingest ordering triggers replay privileges hardening outbox
+REGRESS = setup webhooks ingest ordering triggers replay privileges hardening outbox upgrade
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/regress.conf
 
 TAP_TESTS = 1
