@@ -3,15 +3,18 @@
 MODULE_big = biteship_webhook
 EXTENSION = biteship_webhook
 DATA = biteship_webhook--0.1.0.sql biteship_webhook--0.1.0--0.2.0.sql \
-	biteship_webhook--0.2.0.sql
+	biteship_webhook--0.2.0.sql biteship_webhook--0.2.0--0.3.0.sql \
+	biteship_webhook--0.3.0.sql
 PGFILEDESC = "biteship_webhook - Biteship webhook receiver inside PostgreSQL"
 
 # Pure C layers (no backend calls): HTTP framing, transports, payload helpers.
 PURE_OBJS = src/http.o src/transport.o src/tls.o src/payload.o src/netaddr.o \
-	src/route.o src/signing.o src/outbound_policy.o src/curl_engine.o
+	src/route.o src/signing.o src/outbound_policy.o src/curl_engine.o \
+	src/biteship_api.o
 # Backend code.
 PG_OBJS = src/module.o src/ingest.o src/ingest_sql.o src/stats.o \
-	src/listener.o src/dispatcher.o src/outbox.o src/outbound.o
+	src/listener.o src/dispatcher.o src/outbox.o src/outbound.o \
+	src/reconcile.o src/reconciler.o
 OBJS = $(PURE_OBJS) $(PG_OBJS)
 
 PG_CPPFLAGS = -I$(srcdir)/src
@@ -71,9 +74,13 @@ test/unit/test_outbound_policy: test/unit/test_outbound_policy.c src/outbound_po
 test/unit/test_curl_engine: test/unit/test_curl_engine.c src/curl_engine.c src/curl_engine.h src/outbound_policy.c
 	$(CC) $(UNIT_CFLAGS) -D_GNU_SOURCE -o $@ test/unit/test_curl_engine.c src/curl_engine.c src/outbound_policy.c -lcurl -lpthread
 
+test/unit/test_biteship_api: test/unit/test_biteship_api.c src/biteship_api.c src/biteship_api.h
+	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/test_biteship_api.c src/biteship_api.c
+
 UNIT_TESTS = test/unit/test_http test/unit/test_payload test/unit/test_tls \
 	test/unit/test_netaddr test/unit/test_route test/unit/test_signing \
-	test/unit/test_outbound_policy test/unit/test_curl_engine
+	test/unit/test_outbound_policy test/unit/test_curl_engine \
+	test/unit/test_biteship_api
 
 unitcheck: $(UNIT_TESTS)
 	@for t in $(UNIT_TESTS); do echo "$$t"; $$t || exit 1; done
@@ -100,13 +107,15 @@ tapcheck:
 # are only read.  OpenSSL and http_parser are not instrumented.
 FUZZ_CC ?= clang-14
 FUZZ_CFLAGS ?= -g -O1 -fno-omit-frame-pointer
+FUZZ_WARN ?= -Wall -Wextra -Wno-unused-parameter -Werror
 FUZZ_SANITIZE = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FUZZ_SMOKE_SECONDS ?= 30
 FUZZ_OUT = test/fuzz/out
 FUZZ_BINS = test/fuzz/fuzz_http test/fuzz/fuzz_tls test/fuzz/fuzz_payload
-FUZZ_BUILD = $(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SANITIZE) -Isrc -o $@
+FUZZ_BUILD = $(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_WARN) $(FUZZ_SANITIZE) -Isrc -o $@
 
-# options of the smoke run, per target
+# options of every run, then of the smoke run per target
+FUZZ_RUN_OPTS = -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10
 FUZZ_http_OPTS = -dict=test/fuzz/http.dict -max_len=24576
 FUZZ_tls_OPTS = -dict=test/fuzz/http.dict
 FUZZ_payload_OPTS = -max_len=16384
@@ -146,7 +155,7 @@ fuzzsmoke: fuzz
 		if ! UBSAN_OPTIONS=print_stacktrace=1 \
 			test/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SMOKE_SECONDS) \
 				-print_final_stats=1 -artifact_prefix=$(FUZZ_OUT)/$$t- \
-				$$opts $(FUZZ_OUT)/$$t test/fuzz/corpus/$$t \
+				$(FUZZ_RUN_OPTS) $$opts $(FUZZ_OUT)/$$t test/fuzz/corpus/$$t \
 				> $(FUZZ_OUT)/$$t.log 2>&1; then \
 			tail -n 60 $(FUZZ_OUT)/$$t.log >&2; \
 			echo "fuzzsmoke: fuzz_$$t failed, see $(FUZZ_OUT)/$$t.log" >&2; \

@@ -14,6 +14,8 @@
 #include "datatype/timestamp.h"
 #include "utils/jsonb.h"
 
+#include "biteship_api.h"
+
 /*
  * Portability.  The extension is built and tested against PostgreSQL 15
  * (Debian 12's); it uses APIs that 15 introduced (InitMaterializedSRF,
@@ -72,6 +74,10 @@ extern int	bw_outbox_response_headers_limit;
 extern int	bw_outbox_retention;
 extern char *bw_outbound_ca_file;
 extern int	bw_endpoint_disable_after;
+extern char *bw_api_base_url;
+extern int	bw_api_timeout;
+extern int	bw_reconcile_after;
+extern int	bw_api_rate_limit;
 extern char *bw_trusted_proxies;
 extern char *bw_metrics_allow;
 extern bool bw_ssl;
@@ -151,6 +157,33 @@ typedef void (*bw_after_apply_hook_type) (int64 event_id, const char *webhook,
 										  Jsonb *payload);
 extern PGDLLIMPORT bw_after_apply_hook_type bw_after_apply_hook;
 
+/*
+ * An answer of Biteship's API handed to the ingest core, and its outcome.
+ */
+typedef struct BwApiAnswer
+{
+	/* input */
+	const char *environment;
+	const char *order_id;
+	long		http_status;	/* > 0: an HTTP answer was received */
+	const char *body;			/* the API key already redacted */
+	size_t		body_len;
+	bool		body_truncated;
+	TimestampTz fetched_at;
+
+	/* output */
+	BwApiResult result;
+	int64		event_id;
+	const char *state;			/* applied, failed, ignored or duplicate */
+	bool		changed;		/* state the webhooks had not delivered */
+	bool		created;		/* the order was new to us */
+	int			history_added;
+	char	   *error;			/* Biteship's error, or the apply's */
+	bool		have_code;
+	int64		code;			/* Biteship's error code */
+	char		parse_error[128];	/* why the body is not an answer */
+} BwApiAnswer;
+
 /* module.c */
 extern void bw_worker_session_settings(void);
 extern void bw_worker_sigterm(SIGNAL_ARGS);
@@ -173,6 +206,7 @@ extern const char *bw_apply_stored_event(int64 event_id, const char *source,
 										 char **error);
 extern void bw_sha256(const void *data, size_t len, uint8 *digest);
 extern Oid	bw_apply_role_oid(bool missing_ok);
+extern void bw_ingest_api_answer(BwApiAnswer *a);
 
 /* stats.c */
 extern void bw_shmem_request(void);
@@ -186,6 +220,7 @@ extern bool bw_unverified_allowed(int32 webhook_id, const char *webhook,
 /* listener.c, dispatcher.c */
 extern PGDLLEXPORT void bw_listener_main(Datum main_arg);
 extern PGDLLEXPORT void bw_dispatcher_main(Datum main_arg);
+extern PGDLLEXPORT void bw_reconciler_main(Datum main_arg);
 extern void bw_wake_dispatcher(void);
 
 #endif							/* BITESHIP_WEBHOOK_H */

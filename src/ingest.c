@@ -44,6 +44,7 @@
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
+#include "biteship_api.h"
 #include "biteship_webhook.h"
 #include "payload.h"
 #include "route.h"
@@ -76,6 +77,9 @@ static SPIPlanPtr plan_load_event = NULL;
 static SPIPlanPtr plan_upsert_status = NULL;
 static SPIPlanPtr plan_upsert_waybill = NULL;
 static SPIPlanPtr plan_upsert_price = NULL;
+static SPIPlanPtr plan_order_text = NULL;
+static SPIPlanPtr plan_history_known = NULL;
+static SPIPlanPtr plan_insert_api_event = NULL;
 
 #define WEBHOOK_SELECT \
 	"SELECT w.id, w.name, w.path, w.environment, w.events, " \
@@ -124,7 +128,10 @@ prepare_plans(void)
 				p_load,
 				p_status,
 				p_waybill,
-				p_price;
+				p_price,
+				p_order_text,
+				p_history_known,
+				p_insert_api;
 
 	if (plan_upsert_price != NULL)
 		return;				/* all are kept together, at the end */
@@ -207,7 +214,7 @@ prepare_plans(void)
 
 		p_load = prepare_kept(
 									   "SELECT e.payload, e.environment, e.state, e.received_at, "
-									   "       w.name, w.events "
+									   "       w.name, w.events, e.event, e.order_id "
 									   "  FROM biteship_webhook.events e "
 									   "  LEFT JOIN biteship_webhook.webhooks w ON w.id = e.webhook_id "
 									   " WHERE e.id = $1 FOR UPDATE OF e",
@@ -329,7 +336,60 @@ prepare_plans(void)
 							   2, types);
 	}
 
+	/* answers of Biteship's API (reconciliation) */
+	{
+		Oid			types[2] = {TEXTOID, TEXTOID};
+
+		p_order_text = prepare_kept(
+									"SELECT o::pg_catalog.text FROM biteship_webhook.orders o "
+									" WHERE o.environment = $1 AND o.order_id = $2",
+									2, types);
+	}
+	{
+		Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+
+		/*
+		 * Is a status already in the history at about this time?  The API
+		 * gives whole seconds where webhooks give milliseconds.
+		 */
+		p_history_known = prepare_kept(
+									   "SELECT 1 FROM biteship_webhook.order_status_history h "
+									   " WHERE h.environment = $1 AND h.order_id = $2 AND h.status = $3 "
+									   "   AND h.occurred_at > $4 OPERATOR(pg_catalog.-) '1 second'::pg_catalog.interval "
+									   "   AND h.occurred_at < $4 OPERATOR(pg_catalog.+) '1 second'::pg_catalog.interval "
+									   " LIMIT 1",
+									   4, types);
+	}
+	{
+		Oid			types[11] = {TEXTOID, TIMESTAMPTZOID, TEXTOID, JSONBOID,
+			BYTEAOID, BYTEAOID, INT4OID, JSONBOID, INT2OID, TEXTOID, TEXTOID};
+
+		/*
+		 * An API answer, logged like a delivery of webhook 0.  The digest
+		 * covers the environment, the order, the status and the body, so
+		 * that fetching an unchanged order again only counts a delivery.
+		 */
+		p_insert_api = prepare_kept(
+									"INSERT INTO biteship_webhook.events AS e "
+									" (webhook_id, environment, received_at, event, order_id, "
+									"  payload, body_sha256, raw_body, body_size, headers, "
+									"  http_status, state, last_error, attempts, last_delivery_at) "
+									"VALUES (0, $1, $2, 'api.order', $3, $4, $5, $6, $7, $8, $9, "
+									"        $10, $11, 0, $2) "
+									"ON CONFLICT (webhook_id, body_sha256) WHERE state <> 'rejected' "
+									"DO UPDATE SET delivery_count = e.delivery_count OPERATOR(pg_catalog.+) 1, "
+									"  last_delivery_at = GREATEST(e.last_delivery_at, EXCLUDED.last_delivery_at) "
+									"RETURNING id, (e.xmax OPERATOR(pg_catalog.=) '0'::pg_catalog.xid) AS inserted, state",
+									11, types);
+	}
+
 	/* everything prepared: keep it all for the life of the process */
+	if (SPI_keepplan(p_order_text) != 0 || SPI_keepplan(p_history_known) != 0 ||
+		SPI_keepplan(p_insert_api) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	plan_order_text = p_order_text;
+	plan_history_known = p_history_known;
+	plan_insert_api_event = p_insert_api;
 	if (SPI_keepplan(p_by_name) != 0 || SPI_keepplan(p_by_path) != 0 ||
 		SPI_keepplan(p_insert) != 0 || SPI_keepplan(p_redelivery) != 0 ||
 		SPI_keepplan(p_outcome) != 0 || SPI_keepplan(p_defer) != 0 ||
@@ -838,6 +898,298 @@ apply_payload(int64 event_id, const char *webhook, const char *environment,
 }
 
 /*
+ * What applying an API answer did, for the caller and the metrics.
+ */
+typedef struct ApiApplyResult
+{
+	bool		existed;		/* the order was known before */
+	bool		changed;		/* orders changed, or history grew */
+	int			history_added;
+	char	   *status;			/* the order's status after the apply */
+} ApiApplyResult;
+
+/* A numeric datum from an API number lexeme, or false (with a note). */
+static bool
+api_numeric(const char *lexeme, const char *field, StringInfo notes, Datum *result)
+{
+	char		num[64];
+
+	if (lexeme == NULL)
+		return false;
+	if (bw_parse_decimal(lexeme, strlen(lexeme), num, sizeof(num)))
+	{
+		*result = DirectFunctionCall3(numeric_in, CStringGetDatum(num),
+									  ObjectIdGetDatum(InvalidOid),
+									  Int32GetDatum(-1));
+		return true;
+	}
+	appendStringInfo(notes, "%s%s: not a number, ignored",
+					 notes->len > 0 ? "; " : "", field);
+	return false;
+}
+
+static bool
+api_timestamp(const char *s, TimestampTz *result)
+{
+	int64		usec;
+
+	if (s == NULL || !bw_parse_timestamp(s, strlen(s), &usec))
+		return false;
+	*result = usec -
+		((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
+	return true;
+}
+
+/* orders as text, or NULL when there is no row */
+static char *
+order_text(const char *environment, const char *order_id)
+{
+	Datum		values[2];
+	bool		isnull;
+
+	values[0] = CStringGetTextDatum(environment);
+	values[1] = CStringGetTextDatum(order_id);
+	exec_plan(plan_order_text, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return NULL;
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		return isnull ? NULL : TextDatumGetCString(d);
+	}
+}
+
+/* One status of the API's answer through the webhooks' status upsert. */
+static int
+api_upsert_status(int64 event_id, const char *environment, const char *order_id,
+				  const BwApiOrder *o, const char *status, TimestampTz occurred_at,
+				  const char *note, bool with_fields, StringInfo notes)
+{
+	const char *fields[9] = {NULL};
+	Datum		values[18];
+	char		nulls[18];
+
+	memset(nulls, ' ', sizeof(nulls));
+	if (with_fields)
+	{
+		fields[0] = o->courier_company;
+		fields[1] = o->courier_type;
+		fields[2] = o->courier_tracking_id;
+		fields[3] = o->courier_waybill_id;
+		fields[4] = o->courier_link;
+		fields[5] = o->courier_driver_name;
+		fields[6] = o->courier_driver_phone;
+		fields[7] = o->courier_driver_photo_url;
+		fields[8] = o->courier_driver_plate_number;
+	}
+	values[0] = CStringGetTextDatum(environment);
+	values[1] = CStringGetTextDatum(order_id);
+	values[2] = CStringGetTextDatum(status);
+	for (int i = 0; i < 9; i++)
+		values[3 + i] = text_or_null(fields[i], &nulls[3 + i]);
+	nulls[12] = 'n';			/* order_price: webhooks only */
+	values[12] = (Datum) 0;
+	values[13] = TimestampTzGetDatum(occurred_at);
+	values[14] = BoolGetDatum(bw_status_is_final(status));
+	values[15] = Int64GetDatum(event_id);
+	values[16] = CStringGetTextDatum("api");
+	values[17] = text_or_null(note, &nulls[17]);
+	exec_plan(plan_upsert_status, values, nulls, SPI_OK_INSERT);
+	return (int) SPI_processed;
+}
+
+/*
+ * Map an answer of GET /v1/orders/{id} onto orders and the history, with
+ * the statements webhooks use and under the same ordering rules:
+ *
+ *	- every courier.history[] entry, oldest first, that the history does not
+ *	  have yet (same status within a second), goes through the status
+ *	  upsert, as the order.status webhook it stands for would have: a late
+ *	  one lands only in the history, a newer one moves the order, and
+ *	  application triggers fire once per real change, in order;
+ *	- the top-level status, when no entry carries it;
+ *	- the waybill and tracking ids, and the prices, as the order.waybill_id
+ *	  and order.price webhooks would.
+ *
+ * Runs in the apply's subtransaction, as the apply role.
+ */
+static void
+apply_api_order(int64 event_id, const char *environment, const char *order_id,
+				const BwApiOrder *o, TimestampTz fetched_at, StringInfo notes,
+				ApiApplyResult *res)
+{
+	char	   *before = order_text(environment, order_id);
+	char	   *after;
+	char		status[BW_STATUS_MAXLEN + 1];
+	char		top[BW_STATUS_MAXLEN + 1];
+	bool		have_top = false;
+	int			last = -1;
+	TimestampTz *times = palloc0(sizeof(TimestampTz) * Max(o->nhistory, 1));
+	bool	   *usable = palloc0(sizeof(bool) * Max(o->nhistory, 1));
+	int		   *order = palloc(sizeof(int) * Max(o->nhistory, 1));
+	int			nusable = 0;
+	char	   *last_status = NULL;
+
+	res->existed = before != NULL;
+	res->history_added = 0;
+
+	if (o->status != NULL && o->status[0] != '\0')
+	{
+		bw_normalize_status(o->status, strlen(o->status), top, sizeof(top));
+		have_top = true;
+	}
+
+	/* the usable entries, by time (a stable insertion sort: they are few) */
+	for (int i = 0; i < o->nhistory; i++)
+	{
+		const BwApiHistory *h = &o->history[i];
+
+		if (h->status == NULL || h->status[0] == '\0')
+		{
+			appendStringInfo(notes, "%shistory[%d]: no status, ignored",
+							 notes->len > 0 ? "; " : "", i);
+			continue;
+		}
+		if (!api_timestamp(h->updated_at, &times[i]))
+		{
+			appendStringInfo(notes, "%shistory[%d]: no ISO-8601 updated_at, ignored",
+							 notes->len > 0 ? "; " : "", i);
+			continue;
+		}
+		usable[i] = true;
+		{
+			int			j = nusable++;
+
+			while (j > 0 && times[order[j - 1]] > times[i])
+			{
+				order[j] = order[j - 1];
+				j--;
+			}
+			order[j] = i;
+		}
+	}
+	if (nusable > 0)
+		last = order[nusable - 1];
+
+	for (int k = 0; k < nusable; k++)
+	{
+		int			i = order[k];
+		const BwApiHistory *h = &o->history[i];
+		Datum		kv[4];
+
+		bw_normalize_status(h->status, strlen(h->status), status, sizeof(status));
+		last_status = pstrdup(status);
+		kv[0] = CStringGetTextDatum(environment);
+		kv[1] = CStringGetTextDatum(order_id);
+		kv[2] = CStringGetTextDatum(status);
+		kv[3] = TimestampTzGetDatum(times[i]);
+		exec_plan(plan_history_known, kv, NULL, SPI_OK_SELECT);
+		if (SPI_processed > 0)
+			continue;			/* a webhook (or an earlier sync) had it */
+		res->history_added +=
+			api_upsert_status(event_id, environment, order_id, o, status, times[i],
+							  h->note, i == last && (!have_top || strcmp(top, status) == 0),
+							  notes);
+	}
+
+	/*
+	 * The top-level status, when the newest entry does not say it (or there
+	 * is no history): it is as of the fetch.
+	 */
+	if (have_top && (last_status == NULL || strcmp(last_status, top) != 0))
+		res->history_added +=
+			api_upsert_status(event_id, environment, order_id, o, top, fetched_at,
+							  NULL, true, notes);
+
+	/* the waybill and tracking ids, as order.waybill_id would */
+	if (o->courier_tracking_id != NULL || o->courier_waybill_id != NULL)
+	{
+		Datum		values[5];
+		char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+		values[0] = CStringGetTextDatum(environment);
+		values[1] = CStringGetTextDatum(order_id);
+		values[2] = text_or_null(o->courier_tracking_id, &nulls[2]);
+		values[3] = text_or_null(o->courier_waybill_id, &nulls[3]);
+		values[4] = Int64GetDatum(event_id);
+		exec_plan(plan_upsert_waybill, values, nulls, SPI_OK_INSERT);
+	}
+
+	/* the prices, as order.price would */
+	{
+		Datum		values[7];
+		char		nulls[7] = {' ', ' ', 'n', 'n', 'n', 'n', ' '};
+		bool		any = false;
+
+		values[0] = CStringGetTextDatum(environment);
+		values[1] = CStringGetTextDatum(order_id);
+		if (api_numeric(o->price, "price", notes, &values[2]))
+			nulls[2] = ' ', any = true;
+		if (api_numeric(o->shipment_fee, "courier.shipment_fee", notes, &values[3]))
+			nulls[3] = ' ', any = true;
+		if (api_numeric(o->cash_on_delivery_fee, "destination.cash_on_delivery.fee", notes, &values[4]))
+			nulls[4] = ' ', any = true;
+		if (api_numeric(o->proof_of_delivery_fee, "destination.proof_of_delivery.fee", notes, &values[5]))
+			nulls[5] = ' ', any = true;
+		values[6] = Int64GetDatum(event_id);
+		if (any)
+			exec_plan(plan_upsert_price, values, nulls, SPI_OK_INSERT);
+	}
+
+	if (o->nbad > 0)
+		appendStringInfo(notes, "%s%d field(s) of an unexpected type, ignored",
+						 notes->len > 0 ? "; " : "", o->nbad);
+
+	after = order_text(environment, order_id);
+	res->changed = res->history_added > 0 ||
+		(after != NULL && (before == NULL || strcmp(before, after) != 0));
+	res->status = have_top ? pstrdup(top) : last_status;
+	if (res->changed)
+		notify_applied(event_id, NULL, environment, "order.status", order_id,
+					   res->status);
+}
+
+/*
+ * The payload forwarded for an API answer that changed an order: the shape
+ * of an order.status webhook, built from the answer, marked "source": "api".
+ */
+static Jsonb *
+api_forward_payload(const char *order_id, const BwApiOrder *o, const char *status)
+{
+	StringInfoData b;
+	const struct
+	{
+		const char *key;
+		const char *value;
+	}			f[] = {
+		{"courier_tracking_id", o->courier_tracking_id},
+		{"courier_waybill_id", o->courier_waybill_id},
+		{"courier_company", o->courier_company},
+		{"courier_type", o->courier_type},
+		{"courier_driver_name", o->courier_driver_name},
+		{"courier_driver_phone", o->courier_driver_phone},
+		{"courier_driver_photo_url", o->courier_driver_photo_url},
+		{"courier_driver_plate_number", o->courier_driver_plate_number},
+		{"courier_link", o->courier_link},
+		{"status", status},
+	};
+
+	initStringInfo(&b);
+	appendStringInfoString(&b, "{\"event\": \"order.status\", \"source\": \"api\", \"order_id\": ");
+	escape_json(&b, order_id);
+	for (int i = 0; i < lengthof(f); i++)
+	{
+		appendStringInfo(&b, ", \"%s\": ", f[i].key);
+		if (f[i].value != NULL)
+			escape_json(&b, f[i].value);
+		else
+			appendStringInfoString(&b, "null");
+	}
+	appendStringInfoChar(&b, '}');
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(b.data)));
+}
+
+/*
  * The role that application code runs as: biteship_webhook.apply_role, or
  * the current user when the setting is empty.  InvalidOid (or an ERROR,
  * unless missing_ok) when the named role does not exist.
@@ -939,7 +1291,8 @@ bw_apply_room(void)
 static char *
 apply_in_subxact(int64 event_id, const char *webhook, const char *environment,
 				 Jsonb *payload, TimestampTz received_at, const char *source,
-				 StringInfo notes)
+				 StringInfo notes, const BwApiOrder *api, const char *api_order_id,
+				 ApiApplyResult *ares)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -956,21 +1309,35 @@ apply_in_subxact(int64 event_id, const char *webhook, const char *environment,
 		int			save_nestlevel;
 		char	   *event = NULL;
 		char	   *order_id = NULL;
+		Jsonb	   *forward;
 
 		GetUserIdAndSecContext(&save_userid, &save_sec_context);
 		SetUserIdAndSecContext(bw_apply_role_oid(false),
 							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 							   SECURITY_RESTRICTED_OPERATION);
 		save_nestlevel = NewGUCNestLevel();
-		apply_payload(event_id, webhook, environment, payload, received_at,
-					  source, notes, &event, &order_id);
+		forward = payload;
+		if (api != NULL)
+		{
+			apply_api_order(event_id, environment, api_order_id, api,
+							received_at, notes, ares);
+			if (ares->changed && ares->status != NULL)
+			{
+				event = "order.status";
+				order_id = (char *) api_order_id;
+				forward = api_forward_payload(api_order_id, api, ares->status);
+			}
+		}
+		else
+			apply_payload(event_id, webhook, environment, payload, received_at,
+						  source, notes, &event, &order_id);
 		AtEOXact_GUC(false, save_nestlevel);
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 
 		/* in the same subtransaction, with our own rights: forwarding */
-		if (bw_after_apply_hook != NULL)
+		if (bw_after_apply_hook != NULL && event != NULL)
 			bw_after_apply_hook(event_id, webhook, environment, event,
-								order_id, payload);
+								order_id, forward);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
@@ -1431,7 +1798,7 @@ bw_ingest_apply(BwDelivery *d)
 
 	error = apply_in_subxact(d->event_id, d->webhook->name,
 							 d->webhook->environment, d->apply_payload,
-							 d->received_at, "webhook", &notes);
+							 d->received_at, "webhook", &notes, NULL, NULL, NULL);
 	if (error != NULL)
 	{
 		/* attempts was set to 1 by the insert */
@@ -1472,6 +1839,32 @@ bw_ingest_defer(BwDelivery *d, const char *why)
 	bw_stats_count_event("pending");
 	bw_wake_at_commit(BW_LATCH_DISPATCHER);
 	SPI_finish();
+}
+
+/*
+ * apply_in_subxact for a parsed API answer, which is freed whatever
+ * happens (a cancel is re-thrown).
+ */
+static char *
+apply_api_in_subxact(int64 event_id, const char *environment,
+					 TimestampTz fetched_at, const char *source, StringInfo notes,
+					 BwApiOrder *api, const char *order_id, ApiApplyResult *ares)
+{
+	char	   *err;
+
+	PG_TRY();
+	{
+		err = apply_in_subxact(event_id, NULL, environment, NULL, fetched_at,
+							   source, notes, api, order_id, ares);
+	}
+	PG_CATCH();
+	{
+		bw_api_order_free(api);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	bw_api_order_free(api);
+	return err;
 }
 
 /*
@@ -1543,6 +1936,35 @@ bw_apply_stored_event(int64 event_id, const char *source, char **error)
 		payload = DatumGetJsonbPCopy(d);
 	}
 
+	/* an answer of Biteship's API: parsed again, applied the same way */
+	{
+		char	   *ev = SPI_getvalue(tup, desc, 7);
+		char	   *oid = SPI_getvalue(tup, desc, 8);
+
+		if (ev != NULL && strcmp(ev, "api.order") == 0 && oid != NULL)
+		{
+			char	   *text = JsonbToCString(NULL, &payload->root, VARSIZE(payload));
+			BwApiOrder	api;
+			char		perr[128];
+			ApiApplyResult ares;
+
+			memset(&ares, 0, sizeof(ares));
+			if (!bw_api_parse_order(text, strlen(text), &api, perr, sizeof(perr)))
+				err = psprintf("stored API answer cannot be parsed: %s", perr);
+			else
+				err = apply_api_in_subxact(event_id, environment, received_at,
+										   source, &notes, &api, oid, &ares);
+			newstate = err != NULL ? "failed" : "applied";
+			record_outcome(event_id, newstate, err,
+						   notes.len > 0 ? notes.data : NULL, true);
+			bw_stats_count_event(newstate);
+			if (err != NULL)
+				*error = MemoryContextStrdup(callercxt, err);
+			SPI_finish();
+			return newstate;
+		}
+	}
+
 	if (webhook != NULL)
 	{
 		ArrayType  *arr = DatumGetArrayTypeP(SPI_getbinval(tup, desc, 6, &isnull));
@@ -1583,7 +2005,7 @@ bw_apply_stored_event(int64 event_id, const char *source, char **error)
 	else
 	{
 		err = apply_in_subxact(event_id, webhook, environment, payload,
-							   received_at, source, &notes);
+							   received_at, source, &notes, NULL, NULL, NULL);
 		newstate = err != NULL ? "failed" : "applied";
 	}
 	record_outcome(event_id, newstate, err, notes.len > 0 ? notes.data : NULL,
@@ -1594,4 +2016,187 @@ bw_apply_stored_event(int64 event_id, const char *source, char **error)
 		*error = MemoryContextStrdup(callercxt, err);
 	SPI_finish();
 	return newstate;
+}
+
+/*
+ * Log an answer of Biteship's API (GET /v1/orders/{id}) in the events log,
+ * as a delivery of webhook 0 with event "api.order", and apply it when it
+ * is an order: the same statements, ordering rules, apply role and
+ * triggers as webhooks.  Runs in the caller's transaction; never commits.
+ * The body must already have the API key redacted from it.
+ *
+ * An answer identical to one already logged for this order (same status
+ * and body) only counts a delivery: nothing has changed since.  Error
+ * answers are logged "ignored", with Biteship's message in last_error.
+ */
+static void
+ingest_api_answer(BwApiAnswer *a, BwApiOrder *apip, bool parsed)
+{
+	MemoryContext callercxt = CurrentMemoryContext;
+	BwApiOrder *api_ = apip;
+	char	   *jerr = NULL;
+	Jsonb	   *payload = NULL;
+	uint8		digest[BW_SHA256_LEN];
+	StringInfoData notes;
+	StringInfoData hdr;
+	char	   *logged_error = NULL;
+	const char *state;
+	Datum		values[11];
+	char		nulls[11];
+	bool		isnull;
+	bool		inserted;
+
+	ApiApplyResult ares;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_plans();
+	initStringInfo(&notes);
+	{
+
+		a->result = bw_api_classify(a->http_status, BW_TRANSPORT_OK, parsed ? api_ : NULL);
+		if (parsed && api_->have_code)
+		{
+			a->have_code = true;
+			a->code = api_->code;
+		}
+		if (parsed)
+			payload = parse_body(a->body, a->body_len, &jerr);
+
+		/* the digest: environment, order, status and body */
+		{
+			StringInfoData k;
+
+			initStringInfo(&k);
+			appendStringInfo(&k, "api\n%s\n%s\n%ld\n", a->environment, a->order_id,
+							 a->http_status);
+			appendBinaryStringInfo(&k, a->body, (int) a->body_len);
+			bw_sha256(k.data, k.len, digest);
+		}
+
+		if (a->result == BW_API_OK)
+			state = "applied";	/* for now: the apply below decides */
+		else
+		{
+			state = "ignored";
+			if (parsed && api_->error != NULL)
+				logged_error = psprintf("Biteship API answered %ld%s%s: %s", a->http_status,
+										api_->have_code ? " with code " : "",
+										api_->have_code ? psprintf(INT64_FORMAT, api_->code) : "",
+										api_->error);
+			else if (a->body_truncated)
+				logged_error = psprintf("Biteship API answered %ld with a body over the limit",
+										a->http_status);
+			else if (a->body_len > 0 && !parsed)
+				logged_error = psprintf("Biteship API answered %ld with a body that is not JSON: %s",
+										a->http_status, a->parse_error);
+			else
+				logged_error = psprintf("Biteship API answered %ld (%s)", a->http_status,
+										bw_api_result_name(a->result));
+		}
+
+		initStringInfo(&hdr);
+		appendStringInfoString(&hdr, "{\"source\": \"api\", \"request\": ");
+		escape_json(&hdr, psprintf("GET /v1/orders/%s", a->order_id));
+		appendStringInfoChar(&hdr, '}');
+
+		memset(nulls, ' ', sizeof(nulls));
+		values[0] = CStringGetTextDatum(a->environment);
+		values[1] = TimestampTzGetDatum(a->fetched_at);
+		values[2] = CStringGetTextDatum(a->order_id);
+		if (payload != NULL)
+			values[3] = JsonbPGetDatum(payload);
+		else
+			nulls[3] = 'n';
+		values[4] = bytes_datum(digest, BW_SHA256_LEN);
+		/* the raw body of what was not applied, bounded */
+		if (payload == NULL || a->result != BW_API_OK)
+			values[5] = bytes_datum(a->body, Min(a->body_len, (size_t) bw_rejected_body_limit));
+		else
+			nulls[5] = 'n';
+		values[6] = Int32GetDatum((int32) Min(a->body_len, (size_t) PG_INT32_MAX));
+		values[7] = DirectFunctionCall1(jsonb_in, CStringGetDatum(hdr.data));
+		values[8] = Int16GetDatum((int16) Max(Min(a->http_status, 999), 0));
+		values[9] = CStringGetTextDatum(state);
+		values[10] = text_or_null(logged_error, &nulls[10]);
+		exec_plan(plan_insert_api_event, values, nulls, SPI_OK_INSERT_RETURNING);
+		a->event_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												  SPI_tuptable->tupdesc, 1, &isnull));
+		inserted = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+											  SPI_tuptable->tupdesc, 2, &isnull));
+		if (!inserted)
+		{
+			/* the same answer as last time: nothing has changed since */
+			a->state = "duplicate";
+			if (logged_error != NULL)
+				a->error = MemoryContextStrdup(callercxt, logged_error);
+		}
+		else if (a->result != BW_API_OK)
+		{
+			a->state = "ignored";
+			a->error = MemoryContextStrdup(callercxt, logged_error);
+		}
+		else
+		{
+			char	   *err;
+
+			memset(&ares, 0, sizeof(ares));
+			err = apply_in_subxact(a->event_id, NULL, a->environment, NULL,
+								   a->fetched_at, "api", &notes, api_, a->order_id,
+								   &ares);
+			if (err != NULL)
+			{
+				record_outcome(a->event_id, "failed", err,
+							   notes.len > 0 ? notes.data : NULL, true);
+				a->state = "failed";
+				a->error = MemoryContextStrdup(callercxt, err);
+				bw_wake_at_commit(BW_LATCH_DISPATCHER);
+			}
+			else
+			{
+				record_outcome(a->event_id, "applied", NULL,
+							   notes.len > 0 ? notes.data : NULL, true);
+				a->state = "applied";
+				a->changed = ares.changed;
+				a->created = ares.changed && !ares.existed;
+				a->history_added = ares.history_added;
+			}
+			bw_stats_count_event(a->state);
+		}
+	}
+	SPI_finish();
+}
+
+void
+bw_ingest_api_answer(BwApiAnswer *a)
+{
+	BwApiOrder	api;
+	char		perr[128];
+	bool		parsed;
+
+	a->event_id = 0;
+	a->changed = false;
+	a->created = false;
+	a->history_added = 0;
+	a->error = NULL;
+	a->have_code = false;
+	a->parse_error[0] = '\0';
+
+	parsed = a->body_len > 0 && !a->body_truncated &&
+		bw_api_parse_order(a->body, a->body_len, &api, perr, sizeof(perr));
+	if (!parsed)
+	{
+		memset(&api, 0, sizeof(api));
+		strlcpy(a->parse_error, perr, sizeof(a->parse_error));
+	}
+	PG_TRY();
+	{
+		ingest_api_answer(a, &api, parsed);
+	}
+	PG_FINALLY();
+	{
+		if (parsed)
+			bw_api_order_free(&api);
+	}
+	PG_END_TRY();
 }

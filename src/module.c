@@ -30,6 +30,7 @@
 #include "netaddr.h"
 #include "outbound_policy.h"
 #include "outbox.h"
+#include "curl_engine.h"
 
 PG_MODULE_MAGIC;
 
@@ -66,6 +67,10 @@ int			bw_outbox_response_headers_limit = 4096;
 int			bw_outbox_retention = 7 * 24 * 3600;
 char	   *bw_outbound_ca_file = NULL;
 int			bw_endpoint_disable_after = 5 * 24 * 3600;
+char	   *bw_api_base_url = NULL;
+int			bw_api_timeout = 10000;
+int			bw_reconcile_after = 6 * 3600;
+int			bw_api_rate_limit = 5;
 char	   *bw_trusted_proxies = NULL;
 char	   *bw_metrics_allow = NULL;
 bool		bw_ssl = false;
@@ -191,6 +196,26 @@ check_retry_schedule(char **newval, void **extra, GucSource source)
 }
 
 /* Check hook of biteship_webhook.apply_role: a role name, or empty. */
+static bool
+check_api_base_url(char **newval, void **extra, GucSource source)
+{
+	char		err[256];
+	size_t		n = strlen(*newval);
+
+	if (!bw_url_check(*newval, err, sizeof(err)))
+	{
+		GUC_check_errdetail("%s", err);
+		GUC_check_errhint("Use https://api.biteship.com, or the address of a proxy or test server.");
+		return false;
+	}
+	if (strchr(*newval, '?') != NULL || (n > 0 && (*newval)[n - 1] == '/'))
+	{
+		GUC_check_errdetail("The URL must not end with \"/\" or carry a query string.");
+		return false;
+	}
+	return true;
+}
+
 static bool
 check_apply_role(char **newval, void **extra, GucSource source)
 {
@@ -339,6 +364,26 @@ define_reloadable_settings(void)
 							gettext_noop("0 never disables an endpoint for failing."),
 							&bw_endpoint_disable_after, 5 * 24 * 3600, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomStringVariable("biteship_webhook.api_base_url",
+							   gettext_noop("Base URL of Biteship's API, for reconciliation."),
+							   gettext_noop("The API key is sent to this address."),
+							   &bw_api_base_url, "https://api.biteship.com",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_api_base_url, NULL, NULL);
+	DefineCustomIntVariable("biteship_webhook.api_timeout",
+							gettext_noop("Longest time one request to Biteship's API may take."),
+							NULL,
+							&bw_api_timeout, 10000, 100, 300000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("biteship_webhook.reconcile_after",
+							gettext_noop("An active order that has not changed for this long is fetched from Biteship's API."),
+							gettext_noop("0 disables automatic reconciliation; sync_orders() still works."),
+							&bw_reconcile_after, 6 * 3600, 0, 30 * 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("biteship_webhook.api_rate_limit",
+							gettext_noop("Requests per second to Biteship's API, per environment."),
+							gettext_noop("Requests are spaced evenly; Biteship allows 5 in the sandbox and 20 in production."),
+							&bw_api_rate_limit, 5, 1, 1000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("biteship_webhook.trusted_proxies",
 							   gettext_noop("Addresses (CIDR, comma-separated) whose X-Forwarded-For header is trusted."),
 							   NULL,
@@ -508,6 +553,12 @@ register_workers(void)
 		snprintf(worker.bgw_function_name, BGW_MAXLEN, "bw_outbound_main");
 		snprintf(worker.bgw_name, BGW_MAXLEN, "biteship_webhook outbound");
 		snprintf(worker.bgw_type, BGW_MAXLEN, "biteship_webhook outbound");
+		worker.bgw_main_arg = Int32GetDatum(0);
+		RegisterBackgroundWorker(&worker);
+
+		snprintf(worker.bgw_function_name, BGW_MAXLEN, "bw_reconciler_main");
+		snprintf(worker.bgw_name, BGW_MAXLEN, "biteship_webhook reconciler");
+		snprintf(worker.bgw_type, BGW_MAXLEN, "biteship_webhook reconciler");
 		worker.bgw_main_arg = Int32GetDatum(0);
 		RegisterBackgroundWorker(&worker);
 	}

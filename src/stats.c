@@ -92,6 +92,14 @@ bw_shmem_startup(void)
 			pg_atomic_init_u64(&bw_shared->outbox[i], 0);
 		for (int i = 0; i < BW_MAX_LISTENERS; i++)
 			pg_atomic_init_u32(&bw_shared->open_connections[i], 0);
+		SpinLockInit(&bw_shared->api_mutex);
+		for (int e = 0; e < BW_NENVIRONMENTS; e++)
+		{
+			for (int i = 0; i < BW_API_NRESULTS; i++)
+				pg_atomic_init_u64(&bw_shared->api_requests[e][i], 0);
+			for (int i = 0; i < BW_NRECONCILE_OUTCOMES; i++)
+				pg_atomic_init_u64(&bw_shared->reconciled[e][i], 0);
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -432,6 +440,8 @@ bw_unverified_allowed(int32 webhook_id, const char *webhook, const char *state,
 void
 bw_stats_flush(BwLocalStats *local)
 {
+	TimestampTz now;
+
 	if (bw_shared == NULL)
 	{
 		memset(local, 0, sizeof(*local));
@@ -458,6 +468,7 @@ bw_stats_flush(BwLocalStats *local)
 									local->tls_failures[i]);
 	}
 
+	now = GetCurrentTimestamp();
 	LWLockAcquire(bw_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < local->nrequests; i++)
 	{
@@ -480,6 +491,8 @@ bw_stats_flush(BwLocalStats *local)
 			bw_shared->nrequests++;
 		}
 		bw_shared->requests[j].count += lc->count;
+		if (lc->status >= 200 && lc->status < 300 && lc->webhook[0] != '\0')
+			bw_shared->requests[j].last_at = now;
 	}
 	for (int i = 0; i <= BW_BATCH_BUCKETS; i++)
 		bw_shared->batch_buckets[i] += local->batch_buckets[i];
@@ -492,6 +505,37 @@ bw_stats_flush(BwLocalStats *local)
 	LWLockRelease(bw_shared->lock);
 
 	memset(local, 0, sizeof(*local));
+}
+
+/*
+ * After a restart: the newest accepted delivery of a webhook, as the events
+ * log knows it, unless a newer one has been counted since.
+ */
+void
+bw_stats_seed_delivery(const char *webhook, TimestampTz at)
+{
+	int			j;
+
+	if (bw_shared == NULL || webhook == NULL || webhook[0] == '\0')
+		return;
+	LWLockAcquire(bw_shared->lock, LW_EXCLUSIVE);
+	for (j = 0; j < bw_shared->nrequests; j++)
+	{
+		BwRequestCounter *sc = &bw_shared->requests[j];
+
+		if (sc->status == 200 && strcmp(sc->webhook, webhook) == 0)
+			break;
+	}
+	if (j == bw_shared->nrequests && j < BW_MAX_REQUEST_COUNTERS)
+	{
+		memset(&bw_shared->requests[j], 0, sizeof(BwRequestCounter));
+		strlcpy(bw_shared->requests[j].webhook, webhook, sizeof(bw_shared->requests[j].webhook));
+		bw_shared->requests[j].status = 200;
+		bw_shared->nrequests++;
+	}
+	if (j < BW_MAX_REQUEST_COUNTERS && bw_shared->requests[j].last_at < at)
+		bw_shared->requests[j].last_at = at;
+	LWLockRelease(bw_shared->lock);
 }
 
 /* Record one answered request in a worker's local counters. */
@@ -721,6 +765,64 @@ bw_stats(PG_FUNCTION_ARGS)
 	put_histogram(rsinfo, "outbox_attempt_duration_seconds", bw_latency_bounds,
 				  BW_LATENCY_BUCKETS, snap->attempt_duration_buckets,
 				  snap->attempt_duration_count, snap->attempt_duration_sum);
+	/* the newest accepted delivery of each webhook */
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		for (int i = 0; i < snap->nrequests; i++)
+		{
+			TimestampTz newest = 0;
+			bool		first = true;
+			StringInfoData labels;
+
+			if (snap->requests[i].webhook[0] == '\0' || snap->requests[i].last_at == 0)
+				continue;
+			/* once per webhook: at its first row that has a time */
+			for (int j = 0; j < snap->nrequests; j++)
+			{
+				if (strcmp(snap->requests[j].webhook, snap->requests[i].webhook) != 0 ||
+					snap->requests[j].last_at == 0)
+					continue;
+				if (j < i)
+					first = false;
+				newest = Max(newest, snap->requests[j].last_at);
+			}
+			if (!first)
+				continue;
+			initStringInfo(&labels);
+			appendStringInfoString(&labels, "{\"webhook\": ");
+			escape_json(&labels, snap->requests[i].webhook);
+			appendStringInfoChar(&labels, '}');
+			put_row(rsinfo, "newest_delivery_age_seconds", labels.data,
+					Max(0.0, (double) (now - newest) / 1000000.0));
+		}
+	}
+	for (int e = 0; e < BW_NENVIRONMENTS; e++)
+	{
+		static const char *const envs[BW_NENVIRONMENTS] = {"live", "test"};
+		static const char *const outcomes[BW_NRECONCILE_OUTCOMES] = {
+			"healed", "backfilled", "unchanged", "refused", "skipped"
+		};
+
+		for (int r = 0; r < BW_API_NRESULTS; r++)
+		{
+			char		labels[96];
+
+			snprintf(labels, sizeof(labels), "{\"environment\": \"%s\", \"result\": \"%s\"}",
+					 envs[e], bw_api_result_name((BwApiResult) r));
+			put_row(rsinfo, "api_requests_total", labels,
+					(double) pg_atomic_read_u64(&bw_shared->api_requests[e][r]));
+		}
+		for (int r = 0; r < BW_NRECONCILE_OUTCOMES; r++)
+		{
+			char		labels[96];
+
+			snprintf(labels, sizeof(labels), "{\"environment\": \"%s\", \"outcome\": \"%s\"}",
+					 envs[e], outcomes[r]);
+			put_row(rsinfo, "reconciled_orders_total", labels,
+					(double) pg_atomic_read_u64(&bw_shared->reconciled[e][r]));
+		}
+	}
 	put_row(rsinfo, "connections_refused_total", NULL,
 			(double) pg_atomic_read_u64(&bw_shared->connections_refused));
 	for (int i = 0; i < BW_NTLS_FAILURES; i++)

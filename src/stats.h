@@ -14,6 +14,9 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
+#include "datatype/timestamp.h"
+
+#include "biteship_api.h"
 
 #define BW_MAX_REQUEST_COUNTERS	256
 #define BW_MAX_UNLOGGED_COUNTERS 64
@@ -34,6 +37,7 @@ typedef enum BwWorkerLatch
 {
 	BW_LATCH_DISPATCHER,
 	BW_LATCH_OUTBOUND,
+	BW_LATCH_RECONCILER,
 	BW_NLATCHES
 } BwWorkerLatch;
 
@@ -54,7 +58,22 @@ typedef struct BwRequestCounter
 	char		webhook[64];	/* webhook name; "" for other paths */
 	int			status;
 	uint64		count;
+	TimestampTz last_at;		/* the newest such answer (shared only) */
 } BwRequestCounter;
+
+/* reconciliation: per environment (0 live, 1 test) */
+#define BW_NENVIRONMENTS		2
+#define BW_NRECONCILE_OUTCOMES	5	/* healed, backfilled, unchanged,
+									 * refused, skipped */
+
+typedef struct BwApiPace
+{
+	int64		next_slot;		/* pacing: the earliest start of the next
+								 * request (microseconds, Unix epoch) */
+	TimestampTz paused_until;	/* 429 and error backoff */
+	int			backoff;		/* errors in a row */
+	TimestampTz key_refused_at; /* Biteship refused the key; 0 = not */
+} BwApiPace;
 
 /* deliveries answered but not logged, because of the rate limit */
 typedef struct BwUnloggedCounter
@@ -112,6 +131,12 @@ typedef struct BwShared
 	uint64		attempt_duration_buckets[BW_LATENCY_BUCKETS + 1];
 	uint64		attempt_duration_count;
 	double		attempt_duration_sum;
+
+	/* reconciliation; api[] under api_mutex */
+	slock_t		api_mutex;
+	BwApiPace	api[BW_NENVIRONMENTS];
+	pg_atomic_uint64 api_requests[BW_NENVIRONMENTS][BW_API_NRESULTS];
+	pg_atomic_uint64 reconciled[BW_NENVIRONMENTS][BW_NRECONCILE_OUTCOMES];
 } BwShared;
 
 /* The outbound worker's counters between two flushes. */
@@ -162,5 +187,6 @@ extern void bw_stats_local_attempt(BwOutboundStats *local, const char *endpoint,
 extern void bw_stats_local_queue_latency(BwOutboundStats *local, double seconds);
 extern void bw_stats_outbound_flush(BwOutboundStats *local);
 extern bool bw_config_changed_locally(void);
+extern void bw_stats_seed_delivery(const char *webhook, TimestampTz at);
 
 #endif							/* BW_STATS_H */

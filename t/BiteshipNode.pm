@@ -20,10 +20,11 @@ use Time::HiRes qw(usleep time);
 our @EXPORT = qw(bw_node bw_setup_webhook http http_raw wait_for_http
   wait_for fixture worker_pids rss_anon_kb stat_value raw_socket
   start_receiver receiver_log stop_receiver kill9_and_wait
-  $SECRET $SIG_HEADER);
+  start_api api_control api_log $SECRET $SIG_HEADER $API_KEY);
 
 our $SECRET = 'tap-secret-1';
 our $SIG_HEADER = 'X-Biteship-Signature';
+our $API_KEY = 'biteship_live.tap-key-0123456789';
 
 # BW_SANITIZE_PRELOAD (set by scripts/sanitize): the installed library is
 # built with sanitizers (make SANITIZE=1), which an uninstrumented server
@@ -80,6 +81,7 @@ shared_preload_libraries = 'biteship_webhook'
 biteship_webhook.listen_addresses = '127.0.0.1'
 biteship_webhook.port = $port
 biteship_webhook.retry_base_delay = '200ms'
+biteship_webhook.api_base_url = 'http://127.0.0.1:9'
 log_min_messages = info
 } . ($opts{conf} // ''));
 	$node->{bw_port} = $port;
@@ -241,6 +243,43 @@ sub start_receiver
 	$r->{port} = slurp_file($r->{port_file});
 	$r->{url} = "http://127.0.0.1:$r->{port}";
 	return $r;
+}
+
+# start_api(key => K) -> the mock Biteship API (test/tools/biteship_api.py)
+# on 127.0.0.1: {port, url, log}
+sub start_api
+{
+	my (%o) = @_;
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	my $r = { port_file => "$dir/port", log => "$dir/requests.jsonl" };
+	my @cmd = ('python3', 'test/tools/biteship_api.py', '--port-file', $r->{port_file},
+		'--log', $r->{log}, '--key', $o{key} // $API_KEY);
+	$r->{handle} = IPC::Run::start(\@cmd, '>', \my $out, '2>', \my $err);
+	wait_for(10, sub { -s $r->{port_file} }) or die 'the mock API did not start';
+	$r->{port} = slurp_file($r->{port_file});
+	$r->{url} = "http://127.0.0.1:$r->{port}";
+	return $r;
+}
+
+# api_control(api, path, body): POST to the mock's /_control/ path
+sub api_control
+{
+	my ($api, $path, $body) = @_;
+	my $f = PostgreSQL::Test::Utils::tempdir() . '/control';
+	open(my $fh, '>', $f) or die;
+	binmode $fh;
+	print $fh $body;
+	close $fh;
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ 'curl', '-sS', '--max-time', '10', '-o', '/dev/null', '-w', '%{http_code}',
+		'--data-binary', "\@$f", "$api->{url}/_control/$path" ], '>', \$out, '2>', \$err);
+	die "mock API control $path failed: $out $err" unless $out eq '200';
+}
+
+# api_log(api) -> the requests the mock API received so far, decoded
+sub api_log
+{
+	return receiver_log($_[0]);
 }
 
 # receiver_log(receiver) -> every request it received so far, decoded
