@@ -79,7 +79,7 @@ GRANT SELECT, INSERT, UPDATE ON biteship_webhook.events TO biteship_webhook_sync
 GRANT SELECT ON biteship_webhook.orders TO biteship_webhook_sync;
 -- forwarding of healed state to endpoints
 GRANT SELECT (id, forward_events, environment) ON biteship_webhook.endpoints TO biteship_webhook_sync;
-GRANT INSERT ON biteship_webhook.outbox TO biteship_webhook_sync;
+GRANT SELECT (endpoint_id, idempotency_key), INSERT ON biteship_webhook.outbox TO biteship_webhook_sync;
 
 CREATE FUNCTION biteship_webhook.set_api_key(environment text, api_key text)
 RETURNS void

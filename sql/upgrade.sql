@@ -51,7 +51,8 @@ SELECT r.state, r.event_id > b.max_event AS ids_go_on
        before_update b;
 SELECT count(*) AS forwarded FROM biteship_webhook.outbox WHERE ordering_key = 'live:after-up';
 SELECT biteship_webhook.send('relay', '{"hello": "upgraded"}') > 0 AS sent;
-SELECT rolname FROM pg_roles WHERE rolname IN ('biteship_webhook_apply', 'biteship_webhook_outbox') ORDER BY 1;
+SELECT rolname FROM pg_roles WHERE rolname IN ('biteship_webhook_apply', 'biteship_webhook_outbox', 'biteship_webhook_sync') ORDER BY 1;
+SELECT count(*) AS order_syncs FROM biteship_webhook.order_syncs;
 
 -- The catalog of the extension, by name: relations, columns, defaults,
 -- indexes, constraints, triggers, functions and their attributes, views,

@@ -134,15 +134,19 @@ is(sq("SELECT string_agg(tg || ':' || status, ',' ORDER BY at) FROM public.seen"
 	'triggers fire once per real change: the late statuses in the history, no status update');
 
 # --- 3. Biteship's errors
-($ret, $out, $err) = $node->psql('postgres', "SELECT biteship_webhook.sync_order('ffffffffffffffffffffffff')");
-like($err, qr/Biteship has no order "ffffffffffffffffffffffff" in environment live/, 'unknown order: clear error');
+($ret, $out, $err) = $node->psql('postgres', "SELECT biteship_webhook.sync_order('ffffffffffffffffffffffff')",
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/P0002: Biteship has no order "ffffffffffffffffffffffff" in environment live/,
+	'unknown order: clear error, SQLSTATE P0002');
 like($err, qr/40002057/, 'with Biteship\'s code');
 api_control($api, 'fail/nokey1', '{"status": 401, "code": 40101001}');
 ($ret, $out, $err) = $node->psql('postgres', "SELECT biteship_webhook.sync_order('nokey1')");
 like($err, qr/refused the API key of environment live.*40101001/s, 'missing key (401/40101001): clear error');
 set_key('biteship_live.wrong-key-0000');
-($ret, $out, $err) = $node->psql('postgres', "SELECT biteship_webhook.sync_order('$id1')");
-like($err, qr/refused the API key of environment live.*40000001/s, 'wrong key (400/40000001): clear error');
+($ret, $out, $err) = $node->psql('postgres', "SELECT biteship_webhook.sync_order('$id1')",
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/28000: Biteship's API refused the API key of environment live.*40000001/s,
+	'wrong key (400/40000001): clear error, SQLSTATE 28000');
 unlike($err, qr/wrong-key-0000/, 'the error does not show the key');
 set_key($API_KEY);
 ($ret, $out, $err) = $node->psql('postgres', "SELECT biteship_webhook.sync_order('bad/id')");
@@ -170,7 +174,24 @@ is(scalar @t4, 2, 'two requests: the 429 and the retry');
 cmp_ok($t4[1] - $t4[0], '>=', 1.9, 'the retry waited for Retry-After (2 s)');
 is(sq("SELECT status FROM biteship_webhook.orders WHERE order_id = '$id4'"), 'picked', 'the order is there');
 
+# a server error: the order is retried later, with backoff
+my $id4b = '67cd3f0a8e2b1c0012a4f9f4';
+api_control($api, "orders/$id4b", order_answer($id4b, 'picked', @full[0 .. 3]));
+api_control($api, "fail/$id4b", '{"status": 500, "times": 1}');
+sq("SELECT biteship_webhook.sync_orders('{$id4b}')");
+ok(wait_for(20, sub { sq("SELECT last_result FROM biteship_webhook.order_syncs WHERE order_id = '$id4b'")
+	eq 'server_error' }), 'a 500 is recorded');
+is(sq("SELECT concat_ws(' ', reason, attempts, last_http_status,
+	next_sync_at BETWEEN last_sync_at + interval '9 s' AND last_sync_at + interval '11 s')
+	FROM biteship_webhook.order_syncs WHERE order_id = '$id4b'"), 'retry 1 500 t',
+	'and the order is queued again 10 s later');
+
 # --- 5. a stale order whose webhook was never delivered is healed, with no manual step
+my $relay = start_receiver();
+sq("SELECT biteship_webhook.create_endpoint('relay', '$relay->{url}/ok', forward_events => '{order.status}')");
+sq("SELECT biteship_webhook.create_webhook('sandbox', '/biteship/test', 'test')");
+sq(q{SELECT state FROM biteship_webhook.ingest('sandbox',
+	'{"event":"order.status","order_id":"sandbox-1","status":"picked"}'::text)});
 my $id5 = '67cd3f0a8e2b1c0012a4f9e5';
 my ($st5) = http($node, 'POST', '/biteship/live', headers => \@sig,
 	body => qq({"event":"order.status","order_id":"$id5","status":"picked","updated_at":"2025-03-10T07:18:31.000Z"}));
@@ -187,6 +208,14 @@ is(sq("SELECT is_final || ' ' || (SELECT healed_at IS NOT NULL FROM biteship_web
 my $healed = sq("SELECT value FROM biteship_webhook.stats WHERE name = 'reconciled_orders_total'
 	AND labels->>'environment' = 'live' AND labels->>'outcome' = 'healed'");
 cmp_ok($healed, '>=', 1, 'reconciled_orders_total{outcome="healed"} counts it');
+ok(wait_for(10, sub { grep { ($_->{body} // '') =~ /"source": ?"api"/ && ($_->{body} // '') =~ /$id5/ }
+	receiver_log($relay) }), 'the healed state is forwarded to an endpoint of order.status, marked source api');
+ok(wait_for(20, sub { sq("SELECT last_result FROM biteship_webhook.order_syncs
+	WHERE environment = 'test' AND order_id = 'sandbox-1'") eq 'no_key' }),
+	'a stale order of an environment without a key is skipped');
+cmp_ok(sq("SELECT value FROM biteship_webhook.stats WHERE name = 'reconciled_orders_total'
+	AND labels->>'environment' = 'test' AND labels->>'outcome' = 'skipped'"), '>=', 1, 'and counted');
+is(scalar(grep { $_->{path} =~ /sandbox-1/ } api_log($api)), 0, 'and never fetched');
 # a final order is not fetched again
 my $n5 = requests_for($id5);
 sleep 3;
