@@ -106,11 +106,12 @@ ok(wait_for_http($node, '/healthz', 503), '/healthz is 503 before CREATE EXTENSI
 	is(scalar(@listeners), 2, 'two listener workers in pg_stat_activity');
 	is(scalar(@dispatchers), 1, 'one dispatcher worker in pg_stat_activity');
 	is(scalar(worker_pids($node, 'outbound')), 1, 'one outbound worker in pg_stat_activity');
+	is(scalar(worker_pids($node, 'reconciler')), 1, 'one reconciler worker in pg_stat_activity');
 	is( $node->safe_psql(
 			'postgres',
 			"SELECT string_agg(DISTINCT application_name, ',') FROM pg_stat_activity WHERE backend_type LIKE 'biteship_webhook %'"
 		),
-		'biteship_webhook dispatcher,biteship_webhook listener,biteship_webhook outbound',
+		'biteship_webhook dispatcher,biteship_webhook listener,biteship_webhook outbound,biteship_webhook reconciler',
 		'workers report their application_name');
 }
 
