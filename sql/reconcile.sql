@@ -9,6 +9,7 @@ SET log_statement = 'none';
 SELECT biteship_webhook.set_api_key('staging', 'biteship_test.abcdefgh');
 SELECT biteship_webhook.set_api_key(NULL, 'biteship_test.abcdefgh');
 SELECT biteship_webhook.set_api_key('live', '');
+SELECT biteship_webhook.set_api_key('live', 'short');
 SELECT biteship_webhook.set_api_key('live', 'has a space');
 SELECT biteship_webhook.set_api_key('live', E'line\nbreak');
 SELECT biteship_webhook.set_api_key('live', repeat('k', 513));

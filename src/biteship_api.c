@@ -807,7 +807,8 @@ bw_api_classify(long http_status, BwTransportError terr, const BwApiOrder *parse
 	}
 	if (http_status == 429)
 		return BW_API_RATE_LIMITED;
-	if (http_status >= 500)
+	/* 408 timeout, 409 conflict, 425 too early: try again later */
+	if (http_status >= 500 || http_status == 408 || http_status == 409 || http_status == 425)
 		return BW_API_SERVER_ERROR;
 	if (http_status == 404)
 		return BW_API_NOT_FOUND;

@@ -82,7 +82,7 @@ typedef enum BwApiResult
 	BW_API_KEY_REFUSED,			/* 40000001: a wrong key */
 	BW_API_NO_KEY,				/* 40101001: no key, or 401/403 */
 	BW_API_RATE_LIMITED,		/* 429 */
-	BW_API_SERVER_ERROR,		/* 5xx */
+	BW_API_SERVER_ERROR,		/* 5xx, 408, 409, 425: try again later */
 	BW_API_NETWORK_ERROR,		/* no HTTP answer: timeout, refused, TLS */
 	BW_API_BAD_ANSWER,			/* 2xx that is not an order, or not JSON */
 	BW_API_CLIENT_ERROR,		/* any other 4xx */

@@ -341,7 +341,8 @@ prepare_plans(void)
 		Oid			types[2] = {TEXTOID, TEXTOID};
 
 		p_order_text = prepare_kept(
-									"SELECT o::pg_catalog.text FROM biteship_webhook.orders o "
+									"SELECT o::pg_catalog.text, o.status, o.updated_at "
+									"  FROM biteship_webhook.orders o "
 									" WHERE o.environment = $1 AND o.order_id = $2",
 									2, types);
 	}
@@ -355,8 +356,9 @@ prepare_plans(void)
 		p_history_known = prepare_kept(
 									   "SELECT 1 FROM biteship_webhook.order_status_history h "
 									   " WHERE h.environment = $1 AND h.order_id = $2 AND h.status = $3 "
-									   "   AND h.occurred_at > $4 OPERATOR(pg_catalog.-) '1 second'::pg_catalog.interval "
-									   "   AND h.occurred_at < $4 OPERATOR(pg_catalog.+) '1 second'::pg_catalog.interval "
+									   "   AND ($4 IS NULL OR "
+									   "        (h.occurred_at > $4 OPERATOR(pg_catalog.-) '1 second'::pg_catalog.interval "
+									   "         AND h.occurred_at < $4 OPERATOR(pg_catalog.+) '1 second'::pg_catalog.interval)) "
 									   " LIMIT 1",
 									   4, types);
 	}
@@ -940,23 +942,64 @@ api_timestamp(const char *s, TimestampTz *result)
 	return true;
 }
 
-/* orders as text, or NULL when there is no row */
+/* A string of an API answer (UTF-8) in the server's encoding, or NULL. */
 static char *
-order_text(const char *environment, const char *order_id)
+api_str(const char *s)
+{
+	if (s == NULL)
+		return NULL;
+	return pg_any_to_server(s, strlen(s), PG_UTF8);
+}
+
+/* The order as it is: its text (to compare), status and times. */
+typedef struct OrderNow
+{
+	char	   *text;			/* NULL: no row */
+	char	   *status;
+	TimestampTz updated_at;
+} OrderNow;
+
+static void
+order_now(const char *environment, const char *order_id, OrderNow *now)
 {
 	Datum		values[2];
 	bool		isnull;
+	HeapTuple	t;
+	TupleDesc	d;
 
+	memset(now, 0, sizeof(*now));
 	values[0] = CStringGetTextDatum(environment);
 	values[1] = CStringGetTextDatum(order_id);
 	exec_plan(plan_order_text, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
-		return NULL;
-	{
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		return;
+	t = SPI_tuptable->vals[0];
+	d = SPI_tuptable->tupdesc;
+	now->text = TextDatumGetCString(SPI_getbinval(t, d, 1, &isnull));
+	now->status = SPI_getvalue(t, d, 2);
+	now->updated_at = DatumGetTimestampTz(SPI_getbinval(t, d, 3, &isnull));
+}
 
-		return isnull ? NULL : TextDatumGetCString(d);
+/* Is the status in the order's history (at about t, or ever when t = 0)? */
+static bool
+history_has(const char *environment, const char *order_id, const char *status,
+			TimestampTz t)
+{
+	Datum		kv[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+
+	kv[0] = CStringGetTextDatum(environment);
+	kv[1] = CStringGetTextDatum(order_id);
+	kv[2] = CStringGetTextDatum(status);
+	if (t != 0)
+		kv[3] = TimestampTzGetDatum(t);
+	else
+	{
+		kv[3] = (Datum) 0;
+		nulls[3] = 'n';
 	}
+	exec_plan(plan_history_known, kv, nulls, SPI_OK_SELECT);
+	return SPI_processed > 0;
 }
 
 /* One status of the API's answer through the webhooks' status upsert. */
@@ -986,14 +1029,14 @@ api_upsert_status(int64 event_id, const char *environment, const char *order_id,
 	values[1] = CStringGetTextDatum(order_id);
 	values[2] = CStringGetTextDatum(status);
 	for (int i = 0; i < 9; i++)
-		values[3 + i] = text_or_null(fields[i], &nulls[3 + i]);
+		values[3 + i] = text_or_null(api_str(fields[i]), &nulls[3 + i]);
 	nulls[12] = 'n';			/* order_price: webhooks only */
 	values[12] = (Datum) 0;
 	values[13] = TimestampTzGetDatum(occurred_at);
 	values[14] = BoolGetDatum(bw_status_is_final(status));
 	values[15] = Int64GetDatum(event_id);
 	values[16] = CStringGetTextDatum("api");
-	values[17] = text_or_null(note, &nulls[17]);
+	values[17] = text_or_null(api_str(note), &nulls[17]);
 	exec_plan(plan_upsert_status, values, nulls, SPI_OK_INSERT);
 	return (int) SPI_processed;
 }
@@ -1007,9 +1050,13 @@ api_upsert_status(int64 event_id, const char *environment, const char *order_id,
  *	  upsert, as the order.status webhook it stands for would have: a late
  *	  one lands only in the history, a newer one moves the order, and
  *	  application triggers fire once per real change, in order;
- *	- the top-level status, when no entry carries it;
+ *	- the top-level status, when neither the order nor its history has it:
+ *	  just after the newest entry, or (without a usable history) only for
+ *	  an order that has no status yet, so that a lagging answer can never
+ *	  move an order back;
  *	- the waybill and tracking ids, and the prices, as the order.waybill_id
- *	  and order.price webhooks would.
+ *	  and order.price webhooks would, unless the order changed after the
+ *	  answer was fetched (a late retry must not undo newer webhooks).
  *
  * Runs in the apply's subtransaction, as the apply role.
  */
@@ -1018,20 +1065,22 @@ apply_api_order(int64 event_id, const char *environment, const char *order_id,
 				const BwApiOrder *o, TimestampTz fetched_at, StringInfo notes,
 				ApiApplyResult *res)
 {
-	char	   *before = order_text(environment, order_id);
-	char	   *after;
+	OrderNow	before;
+	OrderNow	after;
 	char		status[BW_STATUS_MAXLEN + 1];
 	char		top[BW_STATUS_MAXLEN + 1];
 	bool		have_top = false;
 	int			last = -1;
 	TimestampTz *times = palloc0(sizeof(TimestampTz) * Max(o->nhistory, 1));
-	bool	   *usable = palloc0(sizeof(bool) * Max(o->nhistory, 1));
 	int		   *order = palloc(sizeof(int) * Max(o->nhistory, 1));
 	int			nusable = 0;
-	char	   *last_status = NULL;
+	bool		fresh;
 
-	res->existed = before != NULL;
+	order_now(environment, order_id, &before);
+	res->existed = before.text != NULL;
 	res->history_added = 0;
+	/* the answer is at least as new as what the order has */
+	fresh = before.text == NULL || before.updated_at <= fetched_at;
 
 	if (o->status != NULL && o->status[0] != '\0')
 	{
@@ -1056,7 +1105,6 @@ apply_api_order(int64 event_id, const char *environment, const char *order_id,
 							 notes->len > 0 ? "; " : "", i);
 			continue;
 		}
-		usable[i] = true;
 		{
 			int			j = nusable++;
 
@@ -1075,47 +1123,65 @@ apply_api_order(int64 event_id, const char *environment, const char *order_id,
 	{
 		int			i = order[k];
 		const BwApiHistory *h = &o->history[i];
-		Datum		kv[4];
+		char	   *st;
 
 		bw_normalize_status(h->status, strlen(h->status), status, sizeof(status));
-		last_status = pstrdup(status);
-		kv[0] = CStringGetTextDatum(environment);
-		kv[1] = CStringGetTextDatum(order_id);
-		kv[2] = CStringGetTextDatum(status);
-		kv[3] = TimestampTzGetDatum(times[i]);
-		exec_plan(plan_history_known, kv, NULL, SPI_OK_SELECT);
-		if (SPI_processed > 0)
+		st = api_str(status);
+		if (history_has(environment, order_id, st, times[i]))
 			continue;			/* a webhook (or an earlier sync) had it */
 		res->history_added +=
-			api_upsert_status(event_id, environment, order_id, o, status, times[i],
-							  h->note, i == last && (!have_top || strcmp(top, status) == 0),
-							  notes);
+			api_upsert_status(event_id, environment, order_id, o, st, times[i],
+							  h->note, i == last && fresh, notes);
 	}
 
-	/*
-	 * The top-level status, when the newest entry does not say it (or there
-	 * is no history): it is as of the fetch.
-	 */
-	if (have_top && (last_status == NULL || strcmp(last_status, top) != 0))
-		res->history_added +=
-			api_upsert_status(event_id, environment, order_id, o, top, fetched_at,
-							  NULL, true, notes);
+	/* the top-level status, when nothing has it yet */
+	if (have_top)
+	{
+		char	   *st = api_str(top);
+		char		last_norm[BW_STATUS_MAXLEN + 1] = "";
+
+		if (last >= 0)
+			bw_normalize_status(o->history[last].status, strlen(o->history[last].status),
+								last_norm, sizeof(last_norm));
+		if (last >= 0 && strcmp(last_norm, top) == 0)
+			;					/* the newest entry is it */
+		else if (before.status != NULL && strcmp(before.status, st) == 0)
+			;
+		else if (history_has(environment, order_id, st, 0))
+			;
+		else if (last >= 0)
+			res->history_added +=
+				api_upsert_status(event_id, environment, order_id, o, st,
+								  times[last] + 1000, NULL, fresh, notes);
+		else if (before.status == NULL)
+			res->history_added +=
+				api_upsert_status(event_id, environment, order_id, o, st, fetched_at,
+								  NULL, fresh, notes);
+		else
+			appendStringInfo(notes, "%sstatus \"%s\": no time to order it by, order status unchanged",
+							 notes->len > 0 ? "; " : "", top);
+	}
+
+	if (!fresh)
+		appendStringInfo(notes, "%sthe order changed after this answer was fetched: waybill and prices not applied",
+						 notes->len > 0 ? "; " : "");
 
 	/* the waybill and tracking ids, as order.waybill_id would */
-	if (o->courier_tracking_id != NULL || o->courier_waybill_id != NULL)
+	if (fresh && (o->courier_tracking_id != NULL || o->courier_waybill_id != NULL))
 	{
 		Datum		values[5];
 		char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
 		values[0] = CStringGetTextDatum(environment);
 		values[1] = CStringGetTextDatum(order_id);
-		values[2] = text_or_null(o->courier_tracking_id, &nulls[2]);
-		values[3] = text_or_null(o->courier_waybill_id, &nulls[3]);
+		values[2] = text_or_null(api_str(o->courier_tracking_id), &nulls[2]);
+		values[3] = text_or_null(api_str(o->courier_waybill_id), &nulls[3]);
 		values[4] = Int64GetDatum(event_id);
 		exec_plan(plan_upsert_waybill, values, nulls, SPI_OK_INSERT);
 	}
 
 	/* the prices, as order.price would */
+	if (fresh)
 	{
 		Datum		values[7];
 		char		nulls[7] = {' ', ' ', 'n', 'n', 'n', 'n', ' '};
@@ -1140,10 +1206,10 @@ apply_api_order(int64 event_id, const char *environment, const char *order_id,
 		appendStringInfo(notes, "%s%d field(s) of an unexpected type, ignored",
 						 notes->len > 0 ? "; " : "", o->nbad);
 
-	after = order_text(environment, order_id);
+	order_now(environment, order_id, &after);
 	res->changed = res->history_added > 0 ||
-		(after != NULL && (before == NULL || strcmp(before, after) != 0));
-	res->status = have_top ? pstrdup(top) : last_status;
+		(after.text != NULL && (before.text == NULL || strcmp(before.text, after.text) != 0));
+	res->status = after.status;
 	if (res->changed)
 		notify_applied(event_id, NULL, environment, "order.status", order_id,
 					   res->status);
@@ -1181,7 +1247,7 @@ api_forward_payload(const char *order_id, const BwApiOrder *o, const char *statu
 	{
 		appendStringInfo(&b, ", \"%s\": ", f[i].key);
 		if (f[i].value != NULL)
-			escape_json(&b, f[i].value);
+			escape_json(&b, f[i].key[0] == 's' ? f[i].value : api_str(f[i].value));
 		else
 			appendStringInfoString(&b, "null");
 	}
@@ -1943,7 +2009,8 @@ bw_apply_stored_event(int64 event_id, const char *source, char **error)
 
 		if (ev != NULL && strcmp(ev, "api.order") == 0 && oid != NULL)
 		{
-			char	   *text = JsonbToCString(NULL, &payload->root, VARSIZE(payload));
+			char	   *stored = JsonbToCString(NULL, &payload->root, VARSIZE(payload));
+			char	   *text = pg_server_to_any(stored, strlen(stored), PG_UTF8);
 			BwApiOrder	api;
 			char		perr[128];
 			ApiApplyResult ares;
@@ -2062,6 +2129,22 @@ ingest_api_answer(BwApiAnswer *a, BwApiOrder *apip, bool parsed)
 		}
 		if (parsed)
 			payload = parse_body(a->body, a->body_len, &jerr);
+		/* what cannot be stored as jsonb is not applied either */
+		if (a->result == BW_API_OK && payload == NULL)
+		{
+			a->result = BW_API_BAD_ANSWER;
+			snprintf(a->parse_error, sizeof(a->parse_error), "%s",
+					 jerr != NULL ? jerr : "not storable as jsonb");
+			parsed = false;
+		}
+		/* an answer about another order is not this order's */
+		if (a->result == BW_API_OK && api_->id != NULL &&
+			strcmp(api_->id, a->order_id) != 0)
+		{
+			a->result = BW_API_BAD_ANSWER;
+			snprintf(a->parse_error, sizeof(a->parse_error),
+					 "the answer is about another order");
+		}
 
 		/* the digest: environment, order, status and body */
 		{
@@ -2079,11 +2162,14 @@ ingest_api_answer(BwApiAnswer *a, BwApiOrder *apip, bool parsed)
 		else
 		{
 			state = "ignored";
-			if (parsed && api_->error != NULL)
+			if (parsed && api_->error != NULL && a->result != BW_API_BAD_ANSWER)
 				logged_error = psprintf("Biteship API answered %ld%s%s: %s", a->http_status,
 										api_->have_code ? " with code " : "",
 										api_->have_code ? psprintf(INT64_FORMAT, api_->code) : "",
 										api_->error);
+			else if (a->result == BW_API_BAD_ANSWER && a->parse_error[0] != '\0')
+				logged_error = psprintf("Biteship API answered %ld with something that is not an order: %s",
+										a->http_status, a->parse_error);
 			else if (a->body_truncated)
 				logged_error = psprintf("Biteship API answered %ld with a body over the limit",
 										a->http_status);
@@ -2171,7 +2257,7 @@ void
 bw_ingest_api_answer(BwApiAnswer *a)
 {
 	BwApiOrder	api;
-	char		perr[128];
+	char		perr[128] = "";
 	bool		parsed;
 
 	a->event_id = 0;

@@ -135,18 +135,21 @@ bw_api_paused_until(int env)
 	return t;
 }
 
-TimestampTz
-bw_api_key_refused_at(int env)
+bool
+bw_api_key_usable(int env, TimestampTz key_version)
 {
 	BwApiPace  *p = pace_lock(env);
-	TimestampTz t = p->key_refused_at;
+	bool		usable;
 
+	usable = p->key_refused_at == 0 || p->key_refused_version != key_version ||
+		GetCurrentTimestamp() - p->key_refused_at > (int64) KEY_PROBE_S * USECS_PER_SEC;
 	pace_unlock();
-	return t;
+	return usable;
 }
 
 void
-bw_api_note_result(int env, BwApiResult r, const char *retry_after)
+bw_api_note_result(int env, BwApiResult r, const char *retry_after,
+				   TimestampTz key_version)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	BwApiPace  *p;
@@ -179,10 +182,13 @@ bw_api_note_result(int env, BwApiResult r, const char *retry_after)
 			break;
 		case BW_API_KEY_REFUSED:
 		case BW_API_NO_KEY:
+			/* this key: a new one is tried at once */
 			p->key_refused_at = now;
+			p->key_refused_version = key_version;
 			break;
 		case BW_API_OK:
-			p->key_refused_at = 0;
+			if (p->key_refused_version == key_version)
+				p->key_refused_at = 0;
 			p->backoff = 0;
 			break;
 		default:
@@ -281,14 +287,20 @@ bw_api_key_load(const char *environment, TimestampTz *updated_at)
 /* ------------------------------------------------------------ requests */
 
 BwApiRequest *
-bw_api_request_new(const char *environment, const char *order_id,
-				   const char *key, const char *reason, int attempts)
+bw_api_request_new(MemoryContext parent, const char *environment, const char *order_id,
+				   const char *key, TimestampTz key_version, const char *reason,
+				   int attempts)
 {
+	MemoryContext cxt = AllocSetContextCreate(parent, "biteship_webhook API request",
+											  ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
 	BwApiRequest *r = palloc0(sizeof(BwApiRequest));
 
+	r->cxt = cxt;
 	r->environment = pstrdup(environment);
 	r->order_id = pstrdup(order_id);
 	r->key = pstrdup(key);
+	r->key_version = key_version;
 	r->reason = pstrdup(reason);
 	r->attempts = attempts;
 	r->headers[0] = psprintf("Authorization: %s", key);
@@ -303,7 +315,15 @@ bw_api_request_new(const char *environment, const char *order_id,
 	r->call.max_response_body = BW_API_MAX_BODY;
 	r->call.user = r;
 	r->started_at = GetCurrentTimestamp();
+	MemoryContextSwitchTo(old);
 	return r;
+}
+
+void
+bw_api_request_free(BwApiRequest *req)
+{
+	bw_http_call_release(&req->call);
+	MemoryContextDelete(req->cxt);
 }
 
 /* The body with every copy of the key replaced (palloc'd). */
@@ -315,7 +335,7 @@ redact(const char *body, size_t len, const char *key, size_t *outlen)
 	size_t		i = 0;
 
 	initStringInfo(&b);
-	if (klen < 8)
+	if (klen == 0)
 	{
 		appendBinaryStringInfo(&b, body, (int) len);
 		*outlen = len;
@@ -432,7 +452,7 @@ bw_api_finish(BwApiRequest *req, BwApiAnswer *a, bool *have_answer)
 		if (r == BW_API_OK && strcmp(a->state, "failed") == 0)
 			error = psprintf("fetched, but could not apply: %s", a->error);
 	}
-	bw_api_note_result(env, r, c->retry_after);
+	bw_api_note_result(env, r, c->retry_after, req->key_version);
 
 	/* what next for this order */
 	switch (r)
@@ -459,11 +479,21 @@ bw_api_finish(BwApiRequest *req, BwApiAnswer *a, bool *have_answer)
 					next = paused;
 			}
 			break;
+		case BW_API_KEY_REFUSED:
+		case BW_API_NO_KEY:
+			/* the key's fault, not the order's: it stays queued */
+			next = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (int64) KEY_PROBE_S * 1000);
+			attempts = req->attempts;
+			break;
 		default:
 			break;
 	}
-	record(req->environment, req->order_id, next != 0 ? "retry" : NULL, next,
-		   attempts, r, c->status, *have_answer ? a : NULL, error);
+	if (attempts >= 10 && next == 0)
+		error = psprintf("%s (gave up after %d attempts in a row)",
+						 error != NULL ? error : bw_api_result_name(r), attempts);
+	record(req->environment, req->order_id,
+		   next == 0 ? NULL : (bw_api_result_refuses_key(r) ? req->reason : "retry"),
+		   next, attempts, r, c->status, *have_answer ? a : NULL, error);
 
 	if (r == BW_API_OK && *have_answer)
 	{
@@ -542,10 +572,10 @@ bw_set_api_key(PG_FUNCTION_ARGS)
 		size_t		n = strlen(key);
 
 		/* never echo the key in a message */
-		if (n == 0 || n > MAX_KEY_LEN)
+		if (n < 8 || n > MAX_KEY_LEN)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("an API key has 1 to %d characters", MAX_KEY_LEN)));
+					 errmsg("an API key has 8 to %d characters", MAX_KEY_LEN)));
 		for (size_t i = 0; i < n; i++)
 		{
 			unsigned char c = (unsigned char) key[i];
@@ -572,13 +602,8 @@ bw_set_api_key(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 
-	/* a new key is worth a try at once */
-	{
-		BwApiPace  *p = pace_lock(env);
-
-		p->key_refused_at = 0;
-		pace_unlock();
-	}
+	/* a new key is tried at once (it has a new updated_at) */
+	(void) env;
 	bw_wake_at_commit(BW_LATCH_RECONCILER);
 	PG_RETURN_VOID();
 }
@@ -705,6 +730,7 @@ bw_sync_order(PG_FUNCTION_ARGS)
 	char	   *environment;
 	int			env = env_arg(fcinfo, 1, &environment);
 	char	   *key;
+	TimestampTz key_version = 0;
 	BwApiRequest *req;
 	BwApiAnswer a;
 	bool		have_answer;
@@ -714,7 +740,18 @@ bw_sync_order(PG_FUNCTION_ARGS)
 	bool		isnull = true;
 
 	check_order_id(order_id);
-	key = bw_api_key_load(environment, NULL);
+	if (bw_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("sync_order() needs biteship_webhook in shared_preload_libraries"),
+				 errdetail("Requests to Biteship's API are paced in shared memory, across all sessions.")));
+	if (bw_apply_role == NULL || bw_apply_role[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("sync_order() needs biteship_webhook.apply_role"),
+				 errdetail("With an empty apply_role, application triggers would run as the role that owns sync_order()."),
+				 errhint("Set biteship_webhook.apply_role to biteship_webhook_apply (the default).")));
+	key = bw_api_key_load(environment, &key_version);
 	if (key == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -725,7 +762,8 @@ bw_sync_order(PG_FUNCTION_ARGS)
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), bw_api_timeout);
 	wait_for_slot(env, environment, deadline);
 
-	req = bw_api_request_new(environment, order_id, key, "manual", 0);
+	req = bw_api_request_new(CurrentMemoryContext, environment, order_id, key,
+							 key_version, "manual", 0);
 	pgstat_report_wait_start(PG_WAIT_EXTENSION);
 	fetch_blocking(req);
 	pgstat_report_wait_end();

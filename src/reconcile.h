@@ -41,7 +41,9 @@ typedef struct BwApiRequest
 	BwHttpCall	call;
 	char	   *environment;
 	char	   *order_id;
+	MemoryContext cxt;			/* the request's own; deleted when done */
 	char	   *key;			/* for redaction of the answer */
+	TimestampTz key_version;	/* the key's api_keys.updated_at */
 	char	   *reason;			/* backfill, stale, retry or manual */
 	int			attempts;		/* failed fetches before this one */
 	const char *headers[2];
@@ -51,9 +53,18 @@ typedef struct BwApiRequest
 /* The key of an environment (palloc'd), or NULL; *updated_at too. */
 extern char *bw_api_key_load(const char *environment, TimestampTz *updated_at);
 
-/* Fill the request for GET /v1/orders/{order_id}, allocated in CurrentMemoryContext. */
-extern BwApiRequest *bw_api_request_new(const char *environment, const char *order_id,
-										const char *key, const char *reason, int attempts);
+/*
+ * A request for GET /v1/orders/{order_id}, in a memory context of its own
+ * (a child of parent); free it with bw_api_request_free once done.
+ */
+extern BwApiRequest *bw_api_request_new(MemoryContext parent, const char *environment,
+										const char *order_id, const char *key,
+										TimestampTz key_version, const char *reason,
+										int attempts);
+extern void bw_api_request_free(BwApiRequest *req);
+
+/* Is this key (by its version) usable: not refused, or due a probe? */
+extern bool bw_api_key_usable(int env, TimestampTz key_version);
 
 /*
  * Pacing and backoff, in shared memory (per process when the library is
@@ -62,10 +73,10 @@ extern BwApiRequest *bw_api_request_new(const char *environment, const char *ord
  */
 extern bool bw_api_try_slot(int env, long *wait_ms);
 extern TimestampTz bw_api_paused_until(int env);
-extern TimestampTz bw_api_key_refused_at(int env);
 
 /* Count a result, and move the backoff and the key state accordingly. */
-extern void bw_api_note_result(int env, BwApiResult r, const char *retry_after);
+extern void bw_api_note_result(int env, BwApiResult r, const char *retry_after,
+							   TimestampTz key_version);
 
 /* Count a reconciled order's outcome. */
 extern void bw_api_count_reconciled(int env, int outcome);

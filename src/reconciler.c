@@ -70,11 +70,12 @@ typedef struct Claimed
 
 typedef struct EnvState
 {
-	MemoryContext cxt;			/* claims and requests; reset when all done */
+	MemoryContext cxt;			/* the claimed queue and the key; reset by
+								 * each claim (requests have their own) */
 	Claimed    *queue;
 	int			nqueue;
 	int			next;			/* first unstarted in queue */
-	BwApiRequest **inflight;
+	BwApiRequest *inflight[MAX_INFLIGHT_PER_ENV];
 	int			ninflight;
 	char	   *key;			/* NULL: none */
 	TimestampTz key_updated_at;
@@ -134,6 +135,7 @@ prepare_plans(void)
 						"    LEFT JOIN biteship_webhook.order_syncs s "
 						"      ON s.environment = o.environment AND s.order_id = o.order_id "
 						"   WHERE $3 OPERATOR(pg_catalog.>) 0 AND o.environment = $1 AND NOT o.is_final "
+						"     AND o.order_id OPERATOR(pg_catalog.~) '^[A-Za-z0-9_-]{1,64}$' "
 						"     AND o.updated_at < pg_catalog.now() OPERATOR(pg_catalog.-) "
 						"         pg_catalog.make_interval(secs => $3::pg_catalog.float8) "
 						"     AND s.next_sync_at IS NULL "
@@ -176,6 +178,7 @@ prepare_plans(void)
 						"    LEFT JOIN biteship_webhook.order_syncs s "
 						"      ON s.environment = o.environment AND s.order_id = o.order_id "
 						"   WHERE $2 OPERATOR(pg_catalog.>) 0 AND o.environment = $1 AND NOT o.is_final "
+						"     AND o.order_id OPERATOR(pg_catalog.~) '^[A-Za-z0-9_-]{1,64}$' "
 						"     AND s.next_sync_at IS NULL "
 						"     AND NOT COALESCE(s.last_result = 'not_found' AND s.last_sync_at >= o.updated_at, false)))",
 						3, types);
@@ -210,20 +213,6 @@ seed_deliveries(void)
 	}
 }
 
-/* Is the environment's key usable: present, and not refused since it was set? */
-static bool
-key_usable(int e)
-{
-	TimestampTz refused = bw_api_key_refused_at(e);
-
-	if (envs[e].key == NULL)
-		return false;
-	if (refused == 0 || envs[e].key_updated_at > refused)
-		return true;
-	/* a probe once an hour: Biteship may have been wrong */
-	return GetCurrentTimestamp() - refused > (int64) 3600 * USECS_PER_SEC;
-}
-
 /*
  * Claim work for an environment, in the current transaction.  Orders that
  * cannot be fetched (no usable key) are recorded as skipped.
@@ -237,6 +226,11 @@ claim(int e, int want)
 	int			ret;
 	int			lease = 60 + 2 * (bw_api_timeout / 1000);
 
+	/* only an empty queue is refilled: start afresh */
+	Assert(es->next >= es->nqueue);
+	MemoryContextReset(es->cxt);
+	es->queue = NULL;
+	es->nqueue = es->next = 0;
 	es->key = NULL;
 	{
 		MemoryContext old = MemoryContextSwitchTo(es->cxt);
@@ -244,7 +238,7 @@ claim(int e, int want)
 		es->key = bw_api_key_load(env_names[e], &es->key_updated_at);
 		MemoryContextSwitchTo(old);
 	}
-	usable = key_usable(e);
+	usable = es->key != NULL && bw_api_key_usable(e, es->key_updated_at);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -263,9 +257,7 @@ claim(int e, int want)
 		MemoryContext old = MemoryContextSwitchTo(es->cxt);
 		int			base = es->nqueue;
 
-		es->queue = es->queue == NULL ?
-			palloc(sizeof(Claimed) * (SPI_processed + base)) :
-			repalloc(es->queue, sizeof(Claimed) * (SPI_processed + base));
+		es->queue = palloc(sizeof(Claimed) * (SPI_processed + base));
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	t = SPI_tuptable->vals[i];
@@ -317,30 +309,46 @@ claim(int e, int want)
 	es->want_claim = false;
 }
 
-/* Start what the pacing allows; returns ms until the next slot, or -1. */
+/*
+ * Start what the pacing allows; returns ms until the next slot, or -1.
+ * When the key has been refused, or the environment is paused for longer
+ * than a claim's lease could wait, what is queued is dropped: its leases
+ * run out and it is claimed again later.
+ */
 static long
 start_requests(int e)
 {
 	EnvState   *es = &envs[e];
 	long		wait_ms = -1;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz paused = bw_api_paused_until(e);
 
+	if (es->next < es->nqueue &&
+		(!bw_api_key_usable(e, es->key_updated_at) ||
+		 paused > TimestampTzPlusMilliseconds(now, 10000)))
+	{
+		es->next = es->nqueue;
+		es->next_claim = Max(paused, TimestampTzPlusMilliseconds(now, 1000));
+		return -1;
+	}
 	while (es->next < es->nqueue && es->ninflight < MAX_INFLIGHT_PER_ENV)
 	{
 		Claimed    *c = &es->queue[es->next];
 		BwApiRequest *req;
-		MemoryContext old;
 		long		w;
 
+		if (!bw_api_order_id_ok(c->order_id))
+		{
+			es->next++;			/* never in a URL (the claim filters them) */
+			continue;
+		}
 		if (!bw_api_try_slot(e, &w))
 		{
 			wait_ms = w;
 			break;
 		}
-		old = MemoryContextSwitchTo(es->cxt);
-		req = bw_api_request_new(env_names[e], c->order_id, es->key, c->reason, c->attempts);
-		if (es->inflight == NULL)
-			es->inflight = palloc0(sizeof(BwApiRequest *) * MAX_INFLIGHT_PER_ENV);
-		MemoryContextSwitchTo(old);
+		req = bw_api_request_new(TopMemoryContext, env_names[e], c->order_id, es->key,
+								 es->key_updated_at, c->reason, c->attempts);
 		es->next++;
 		es->inflight[es->ninflight++] = req;
 		(void) bw_curl_engine_start(engine, &req->call);
@@ -408,18 +416,18 @@ turn_transaction(BwApiRequest **done, int ndone)
 			for (int e = 0; e < BW_NENVIRONMENTS; e++)
 			{
 				EnvState   *es = &envs[e];
-				int			room = MAX_INFLIGHT_PER_ENV * 4 - (es->nqueue - es->next);
+				TimestampTz paused = bw_api_paused_until(e);
 
-				if (es->next >= es->nqueue && es->ninflight == 0 && es->nqueue > 0)
+				if (!es->want_claim || es->next < es->nqueue)
+					continue;
+				if (paused > GetCurrentTimestamp())
 				{
-					/* everything claimed is done: start afresh */
-					MemoryContextReset(es->cxt);
-					es->queue = NULL;
-					es->inflight = NULL;
-					es->nqueue = es->next = 0;
+					/* nothing could start: look again when the pause ends */
+					es->want_claim = false;
+					es->next_claim = paused;
+					continue;
 				}
-				if (es->want_claim && room > 0 && es->next >= es->nqueue)
-					claim(e, Min(room, Max(bw_api_rate_limit * 4, 8)));
+				claim(e, Min(MAX_INFLIGHT_PER_ENV * 4, Max(bw_api_rate_limit * 4, 8)));
 			}
 		}
 		PopActiveSnapshot();
@@ -463,8 +471,9 @@ bw_reconciler_main(Datum main_arg)
 	on_shmem_exit(clear_latch, (Datum) 0);
 
 	memset(&opts, 0, sizeof(opts));
+	/* never more in flight than connections: curl must not queue requests */
 	opts.max_total_connections = MAX_INFLIGHT_PER_ENV * BW_NENVIRONMENTS;
-	opts.max_host_connections = MAX_INFLIGHT_PER_ENV;
+	opts.max_host_connections = MAX_INFLIGHT_PER_ENV * BW_NENVIRONMENTS;
 	opts.ca_file = bw_outbound_ca_file;
 	opts.user_agent = "biteship_webhook/" BW_VERSION;
 	engine = bw_curl_engine_new(&opts, err, sizeof(err));
@@ -601,7 +610,7 @@ bw_reconciler_main(Datum main_arg)
 			BwApiRequest *r = done[i];
 
 			forget_inflight(bw_env_index(r->environment), r);
-			bw_http_call_release(&r->call);
+			bw_api_request_free(r);
 		}
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(loop_cxt);

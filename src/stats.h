@@ -73,6 +73,7 @@ typedef struct BwApiPace
 	TimestampTz paused_until;	/* 429 and error backoff */
 	int			backoff;		/* errors in a row */
 	TimestampTz key_refused_at; /* Biteship refused the key; 0 = not */
+	TimestampTz key_refused_version;	/* that key's api_keys.updated_at */
 } BwApiPace;
 
 /* deliveries answered but not logged, because of the rate limit */

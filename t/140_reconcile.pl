@@ -133,6 +133,19 @@ is(sq("SELECT string_agg(tg || ':' || status, ',' ORDER BY at) FROM public.seen"
 	'history:confirmed,history:picking_up,history:picked',
 	'triggers fire once per real change: the late statuses in the history, no status update');
 
+# an answer that lags behind the webhooks never moves an order back
+api_control($api, "orders/$id2", order_answer($id2, 'picked'));
+sq("SELECT biteship_webhook.sync_order('$id2')");
+is(sq("SELECT status || ' ' || (SELECT count(*) FROM biteship_webhook.order_status_history h
+	WHERE h.order_id = o.order_id) FROM biteship_webhook.orders o WHERE order_id = '$id2'"), 'dropping_off 5',
+	'a lagging top-level status without history changes nothing');
+# an answer about another order is not applied
+api_control($api, 'orders/mismatch1', order_answer('67cd3f0a8e2b1c0012a4ffff', 'picked', @full[0 .. 3]));
+($ret, $out, $err) = $node->psql('postgres', "SELECT biteship_webhook.sync_order('mismatch1')");
+like($err, qr/answered 200 \(bad_answer\).*another order/s, 'an answer about another order is refused');
+is(sq("SELECT count(*) FROM biteship_webhook.orders WHERE order_id IN ('mismatch1', '67cd3f0a8e2b1c0012a4ffff')"),
+	'0', 'and applied to no order');
+
 # --- 3. Biteship's errors
 ($ret, $out, $err) = $node->psql('postgres', "SELECT biteship_webhook.sync_order('ffffffffffffffffffffffff')",
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
@@ -151,6 +164,15 @@ unlike($err, qr/wrong-key-0000/, 'the error does not show the key');
 set_key($API_KEY);
 ($ret, $out, $err) = $node->psql('postgres', "SELECT biteship_webhook.sync_order('bad/id')");
 like($err, qr/invalid Biteship order id/, 'an order id that cannot go in a URL is refused');
+
+# with an empty apply_role, triggers would run as the sync role: refused
+sq("ALTER SYSTEM SET biteship_webhook.apply_role = ''; SELECT pg_reload_conf();");
+ok(wait_for(10, sub {
+	my (undef, undef, $e) = $node->psql('postgres', "SELECT biteship_webhook.sync_order('$id1')");
+	$e =~ /needs biteship_webhook.apply_role/ }), 'sync_order refuses to run with an empty apply_role');
+sq("ALTER SYSTEM RESET biteship_webhook.apply_role; SELECT pg_reload_conf();");
+ok(wait_for(10, sub { sq("SELECT current_setting('biteship_webhook.apply_role')") eq 'biteship_webhook_apply' }),
+	'apply_role is back');
 
 # the reconciler records errors on the order's last sync and does not loop
 is(sq("SELECT biteship_webhook.sync_orders('{eeeeeeeeeeeeeeeeeeeeeeee}')"), '1', 'sync_orders queues');

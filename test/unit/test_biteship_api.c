@@ -156,6 +156,8 @@ test_errors(void)
 	CHECK(bw_api_classify(404, BW_TRANSPORT_OK, NULL) == BW_API_NOT_FOUND);
 	CHECK(bw_api_classify(401, BW_TRANSPORT_OK, NULL) == BW_API_NO_KEY);
 	CHECK(bw_api_classify(418, BW_TRANSPORT_OK, NULL) == BW_API_CLIENT_ERROR);
+	CHECK(bw_api_classify(408, BW_TRANSPORT_OK, NULL) == BW_API_SERVER_ERROR);
+	CHECK(bw_api_classify(425, BW_TRANSPORT_OK, NULL) == BW_API_SERVER_ERROR);
 	CHECK(bw_api_classify(302, BW_TRANSPORT_OK, NULL) == BW_API_CLIENT_ERROR);
 	CHECK(bw_api_classify(200, BW_TRANSPORT_OK, NULL) == BW_API_BAD_ANSWER);
 	CHECK(bw_api_result_refuses_order(BW_API_NOT_FOUND));
