@@ -1,0 +1,127 @@
+# Copyright (c) biteship_webhook authors
+#
+# Failure isolation inside one batch: 40 deliveries pipelined on one
+# connection are committed together; the one whose application trigger
+# raises is answered "failed" and retried later, and every other one is
+# applied, with each of its triggers fired exactly once (row triggers on
+# orders and the history, and a statement-level count), in arrival order
+# per order.  This is what any faster apply path must keep.
+use strict;
+use warnings;
+
+use lib 't';
+use BiteshipNode;
+use JSON::PP;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+my $node = bw_node('isolation', conf => "biteship_webhook.max_batch_size = 64\n");
+bw_setup_webhook($node);
+my $SIG = "$SIG_HEADER: $SECRET";
+
+sub sql { return $node->safe_psql('postgres', shift); }
+
+sql(q{
+CREATE TABLE public.fired (tg text, order_id text, status text, n bigserial);
+GRANT INSERT ON public.fired TO biteship_webhook_apply;
+GRANT USAGE ON SEQUENCE public.fired_n_seq TO biteship_webhook_apply;
+CREATE FUNCTION public.on_order() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.order_id = 'iso-bad' THEN
+		RAISE EXCEPTION 'the application refuses %', NEW.order_id;
+	END IF;
+	INSERT INTO public.fired (tg, order_id, status) VALUES (TG_OP, NEW.order_id, NEW.status);
+	RETURN NULL;
+END $$;
+CREATE FUNCTION public.on_history() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO public.fired (tg, order_id, status) VALUES ('history', NEW.order_id, NEW.status);
+	RETURN NULL;
+END $$;
+CREATE TRIGGER iso_order AFTER INSERT OR UPDATE OF status ON biteship_webhook.orders
+	FOR EACH ROW EXECUTE FUNCTION public.on_order();
+CREATE TRIGGER iso_history AFTER INSERT ON biteship_webhook.order_status_history
+	FOR EACH ROW EXECUTE FUNCTION public.on_history();
+});
+
+sub body_for
+{
+	my ($id, $status, $hour) = @_;
+	return qq({"event":"order.status","order_id":"$id","status":"$status","updated_at":"2025-11-08T$hour:00:00Z"});
+}
+
+sub delivery
+{
+	my ($body) = @_;
+	return "POST /biteship/live HTTP/1.1\r\nHost: x\r\n$SIG\r\n"
+	  . 'Content-Length: ' . length($body) . "\r\n\r\n$body";
+}
+
+# 20 orders x 2 statuses, interleaved, and the bad order in the middle
+my @bodies;
+for my $st ([ 'picked', '02' ], [ 'delivered', '05' ])
+{
+	for my $i (1 .. 20)
+	{
+		my $id = $i == 10 ? 'iso-bad' : "iso-$i";
+		push @bodies, body_for($id, @$st);
+	}
+}
+
+my $batches_before = sql("SELECT COALESCE(sum(value), 0) FROM biteship_webhook.stats WHERE name = 'batch_size_count'");
+my $s = raw_socket($node);
+syswrite($s, join('', map { delivery($_) } @bodies));
+my $got = '';
+my $deadline = time() + 20;
+$s->blocking(0);
+while (time() < $deadline)
+{
+	last if (() = $got =~ /\r\n\r\n\{[^}]*\}/g) >= @bodies;
+	my $buf;
+	my $r = sysread($s, $buf, 65536);
+	last if defined $r && $r == 0;
+	if (defined $r) { $got .= $buf; next; }
+	usleep(5_000);
+}
+close($s);
+my @answers = map { decode_json($_) } $got =~ /\r\n\r\n(\{[^}]*\})/g;
+my @codes = $got =~ m{HTTP/1\.1 (\d{3}) }g;
+is(scalar(@answers), 40, 'forty pipelined deliveries, forty answers');
+is(scalar(grep { $_ != 200 } @codes), 0, 'all answered 200 (a failed apply is still a stored delivery)');
+my %by_state;
+$by_state{ $_->{state} }++ for @answers;
+is($by_state{failed} // 0, 2, 'the two deliveries of the refused order are failed');
+is($by_state{applied} // 0, 38, 'the other 38 are applied');
+my $batches = sql("SELECT COALESCE(sum(value), 0) FROM biteship_webhook.stats WHERE name = 'batch_size_count'")
+  - $batches_before;
+cmp_ok($batches, '<', 40, "they were committed in $batches batches, not one by one");
+
+is(sql("SELECT count(*) FROM biteship_webhook.orders WHERE order_id LIKE 'iso-%'"), '19',
+	'19 orders applied, the refused one not');
+is(sql("SELECT string_agg(DISTINCT status, ',') FROM biteship_webhook.orders WHERE order_id LIKE 'iso-%'"),
+	'delivered', 'each of them delivered');
+is(sql("SELECT count(*) FROM public.fired WHERE order_id = 'iso-bad'"), '0',
+	'nothing of the refused order reached the application');
+is(sql("SELECT count(*) FROM (SELECT tg, order_id, status FROM public.fired
+	GROUP BY 1, 2, 3 HAVING count(*) <> 1) x"), '0', 'every trigger fired exactly once per change');
+is(sql("SELECT count(*) FROM public.fired WHERE tg = 'INSERT'"), '19', 'one INSERT per order');
+is(sql("SELECT count(*) FROM public.fired WHERE tg = 'UPDATE'"), '19', 'one status UPDATE per order');
+is(sql("SELECT count(*) FROM public.fired WHERE tg = 'history'"), '38', 'one history row per status');
+is(sql("SELECT count(*) FROM (SELECT order_id, array_agg(status ORDER BY n) a FROM public.fired
+	WHERE tg <> 'history' GROUP BY 1) x WHERE a <> '{picked,delivered}'"), '0',
+	'in arrival order for each order');
+is(sql("SELECT string_agg(DISTINCT last_error, ',') FROM biteship_webhook.events
+	WHERE order_id = 'iso-bad'"), 'the application refuses iso-bad', 'the failure says why');
+
+# once the application accepts it, the retry applies it, once
+sql("CREATE OR REPLACE FUNCTION public.on_order() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN INSERT INTO public.fired (tg, order_id, status) VALUES (TG_OP, NEW.order_id, NEW.status); RETURN NULL; END \$\$");
+ok(wait_for(30, sub { sql("SELECT count(*) FROM biteship_webhook.events WHERE order_id = 'iso-bad' AND state = 'applied'") eq '2' }),
+	'the dispatcher applies the refused deliveries once the trigger accepts them');
+is(sql("SELECT string_agg(tg || ':' || status, ',' ORDER BY n) FROM public.fired WHERE order_id = 'iso-bad'"),
+	'history:picked,INSERT:picked,history:delivered,UPDATE:delivered',
+	'with each trigger once, in order (the history row's trigger first, as for every delivery)');
+
+$node->stop;
+done_testing();
