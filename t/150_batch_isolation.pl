@@ -121,7 +121,7 @@ ok(wait_for(30, sub { sql("SELECT count(*) FROM biteship_webhook.events WHERE or
 	'the dispatcher applies the refused deliveries once the trigger accepts them');
 is(sql("SELECT string_agg(tg || ':' || status, ',' ORDER BY n) FROM public.fired WHERE order_id = 'iso-bad'"),
 	'history:picked,INSERT:picked,history:delivered,UPDATE:delivered',
-	'with each trigger once, in order (the history row's trigger first, as for every delivery)');
+	'with each trigger once, in order (the history trigger first, as for every delivery)');
 
 $node->stop;
 done_testing();
