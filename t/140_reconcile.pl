@@ -12,6 +12,7 @@ use warnings;
 
 use lib 't';
 use BiteshipNode;
+use IPC::Run;
 use JSON::PP;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -271,6 +272,13 @@ my @bt = sort { $a <=> $b } map { $_->{t} } grep { $_->{path} =~ m{/v1/orders/bf
 $per_second{ int($_) }++ for @bt;
 my ($max_second) = sort { $b <=> $a } values %per_second;
 cmp_ok($max_second, '<=', 10, "at most 10 requests in any one second (saw $max_second)");
+{
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ 'curl', '-sS', "$api->{url}/_control/per_second" ], '>', \$out, '2>', \$err);
+	my $counts = decode_json($out);
+	my ($busiest) = sort { $b <=> $a } values %$counts;
+	cmp_ok($busiest, '<=', 10, "the mock's own count per second agrees (at most $busiest)");
+}
 my $max_window = 0;
 for my $i (0 .. $#bt)
 {

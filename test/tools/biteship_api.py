@@ -12,6 +12,7 @@
 #                                "retry_after": "2", "times": N, "slow_ms": N}:
 #                                misbehave for the next <times> requests of <id>
 #   POST /_control/key           the body (text) is the valid key from now on
+#   GET /_control/per_second     {"<unix second>": requests, ...} of /v1/orders/
 #
 # Authorization: the raw key, or "Bearer <key>".  No header: 401/40101001;
 # a wrong key: 400/40000001 (the bodies of test/data/api/).
@@ -45,6 +46,7 @@ lock = threading.Lock()
 orders = {}
 fails = {}
 state = {'key': args.key}
+per_second = {}
 logf = open(args.log, 'a', buffering=1)
 
 
@@ -84,10 +86,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         t = time.time()
+        if self.path == '/_control/per_second':
+            with lock:
+                body = json.dumps(per_second).encode()
+            self.answer(200, body)
+            return
         auth = self.headers.get('Authorization')
         status, body, headers, slow = 200, b'', [], 0
         oid = self.path[len('/v1/orders/'):] if self.path.startswith('/v1/orders/') else None
         with lock:
+            if oid is not None:
+                per_second[str(int(t))] = per_second.get(str(int(t)), 0) + 1
             key = state['key']
             fail = fails.get(oid) if oid else None
             if fail is not None:
