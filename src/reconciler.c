@@ -25,8 +25,8 @@
  * fetched: its stale orders are recorded as skipped (and counted once per
  * reconcile_after), and its queued orders wait for a key.  set_api_key()
  * and sync_orders() set our latch at commit.  Otherwise the worker sleeps
- * until the next order can become stale: never more often than a quarter
- * of reconcile_after when there is nothing to do.
+ * until the next order can become stale, or a quarter of reconcile_after
+ * when that is sooner (to notice orders created meanwhile).
  *
  *-------------------------------------------------------------------------
  */
