@@ -475,6 +475,33 @@ def cmd_summary(args):
             fmt(rss.get("anon_small_kb"), 0), fmt(rss.get("anon_large_kb"), 0), fmt(rss.get("anon_growth_kb"), 0)))
     else:
         L.append("- listener RSS: %s" % ((rss or {}).get("note") or extra.get("rss_note", "not run")))
+    rh = extra.get("rss_hostile")
+    if rh and rh.get("status") == "ok":
+        g = rh.get("good") or {}
+        L.append("- listener RssAnon with hostile clients (pid %s): %s kB at start, %s kB with only the hostile "
+                 "clients, %s kB after %s good requests, %s kB after %s good requests%s, %s kB once the clients "
+                 "left; peak %s kB (sampled every second, %s samples)" % (
+                     rh.get("pid"), fmt(rh.get("anon_start_kb"), 0), fmt(rh.get("anon_hostile_only_kb"), 0),
+                     fmt(rh.get("anon_small_kb"), 0), fmt(rh.get("at_small"), 0),
+                     fmt(rh.get("anon_end_kb"), 0), fmt(rh.get("at_large"), 0),
+                     " (stopped at the time cap)" if rh.get("capped") else "",
+                     fmt(rh.get("anon_after_kb"), 0), fmt(rh.get("anon_peak_kb"), 0), rh.get("samples")))
+        L.append("- good load during it: %s req/s, p99 %s ms, non-2xx %s, socket errors %s" % (
+            fmt(g.get("rps"), 0), fmt(g.get("p99_ms"), 2), g.get("non2xx"), g.get("errors") or "none"))
+        h = (rh.get("hostile") or {}).get("counts") or {}
+        for key, label in (("nonreader_sent", "non-readers wrote"), ("nonreader", "non-reader connections"),
+                           ("malformed_sent", "malformed sent"), ("malformed_answers", "malformed answers"),
+                           ("slowloris", "slowloris"), ("slowloris_answers", "slowloris answers")):
+            if h.get(key):
+                L.append("- %s: %s" % (label, ", ".join("%s %s" % (k, fmt(v, 0)) for k, v in h[key].items())))
+        L.append("- listener answers by status over the part (requests_total): %s" % ", ".join(
+            "%s: %s" % (k, fmt(v, 0)) for k, v in (rh.get("listener_answers_by_status") or {}).items()))
+        sl = rh.get("server_log") or {}
+        L.append("- listener %s; server log: %d crash line(s), %d out-of-memory line(s)" % (
+            "still running (same pid)" if rh.get("listener_alive") else "NOT the same process at the end",
+            len(sl.get("crashes") or []), len(sl.get("out_of_memory") or [])))
+    else:
+        L.append("- listener RssAnon with hostile clients: %s" % ((rh or {}).get("note") or "not run"))
     idle = extra.get("idle")
     if idle and idle.get("status") == "ok":
         for p in idle.get("procs", []):
@@ -528,6 +555,60 @@ def cmd_extra(args):
         json.dump(data, f, indent=1)
 
 
+def cmd_rss_hostile(args):
+    """Assemble the rss_hostile part's figures from its files, as JSON."""
+    marks = {}
+    with open(args.marks) as f:
+        for line in f:
+            k, n, anon, rss = line.split()
+            marks[k] = {"n": int(n), "anon": int(anon), "rss": int(rss)}
+    samples = []
+    with open(args.samples) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and all(p.isdigit() for p in parts):
+                samples.append([int(p) for p in parts])
+    samples = [s for s in samples if s[1] > 0]
+    hostile = load_json(args.hostile)
+    wrk = parse_bench_line(args.wrk) or {}
+    before, after = load_json(args.status_before), load_json(args.status_after)
+    statuses = {k: after.get(k, 0) - before.get(k, 0) for k in sorted(set(before) | set(after))}
+    statuses = {k: v for k, v in statuses.items() if v}
+    crashes, ooms, warnings = [], [], 0
+    with open(args.server_log, errors="replace") as f:
+        for line in f:
+            if "terminated by signal" in line or "was terminated" in line:
+                crashes.append(line.strip()[:300])
+            if "out of memory" in line.lower():
+                ooms.append(line.strip()[:300])
+            if " WARNING: " in line or " ERROR: " in line or " FATAL: " in line:
+                warnings += 1
+    m = lambda k, f: marks.get(k, {}).get(f)
+    peak = max(samples, key=lambda s: s[1]) if samples else None
+    out = {
+        "status": "ok", "pid": args.pid, "listener_alive": args.alive == "true",
+        "seconds": args.seconds, "target": args.target,
+        "capped": (m("large", "n") or 0) < args.target,
+        "anon_start_kb": m("start", "anon"), "rss_start_kb": m("start", "rss"),
+        "anon_hostile_only_kb": m("hostile_only", "anon"),
+        "anon_small_kb": m("small", "anon"), "at_small": m("small", "n"),
+        "anon_end_kb": m("large", "anon"), "rss_end_kb": m("large", "rss"), "at_large": m("large", "n"),
+        "anon_after_kb": m("after", "anon"),
+        "anon_peak_kb": peak[1] if peak else None, "anon_peak_at_s": peak[0] if peak else None,
+        "anon_min_kb": min(s[1] for s in samples) if samples else None,
+        "samples": len(samples),
+        "good": {"requests": wrk.get("requests"), "rps": wrk.get("rps"), "non2xx": wrk.get("non2xx"),
+                 "errors": {k: wrk.get("err_" + k) for k in ("connect", "read", "write", "timeout") if wrk.get("err_" + k)},
+                 "p50_ms": wrk.get("p50_ms"), "p99_ms": wrk.get("p99_ms")},
+        "listener_answers_by_status": statuses,
+        "hostile": hostile,
+        "server_log": {"crashes": crashes, "out_of_memory": ooms, "warnings_errors": warnings},
+    }
+    if out["anon_small_kb"] is not None and out["anon_end_kb"] is not None:
+        out["anon_growth_kb"] = out["anon_end_kb"] - out["anon_small_kb"]
+    print(json.dumps(out))
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="sub", required=True)
@@ -578,6 +659,15 @@ def main():
     p = sub.add_parser("summary")
     p.add_argument("dir")
     p.set_defaults(fn=cmd_summary)
+
+    p = sub.add_parser("rss-hostile")
+    for o in ("--marks", "--samples", "--hostile", "--wrk", "--status-before", "--status-after", "--server-log"):
+        p.add_argument(o, required=True)
+    p.add_argument("--target", type=int, required=True)
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--alive", default="false")
+    p.add_argument("--seconds", type=int, default=0)
+    p.set_defaults(fn=cmd_rss_hostile)
 
     p = sub.add_parser("extra")
     p.add_argument("dir")
