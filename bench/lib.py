@@ -307,23 +307,27 @@ def cmd_record(args):
                 checks.append("first error: %s" % (rows["errors"][0].get("error") or "")[:160])
         rec["rows_ok"] = not checks
         rec["rows_note"] = "; ".join(checks)
-    else:  # pgbench
+    else:  # pgbench, floor: one transaction is deliveries_per_tx deliveries
         p = parse_pgbench_out(args.client_out)
         lat = pgbench_latency(args.pgbench_log_prefix) if args.pgbench_log_prefix else {}
         rec["client"] = dict(p, **lat)
-        requests = p.get("requests", 0)
-        rec["rps"] = p.get("rps")
+        per_tx = args.deliveries_per_tx
+        rec["deliveries_per_tx"] = per_tx
+        requests = p.get("requests", 0) * per_tx
+        rec["rps"] = p.get("rps") * per_tx if p.get("rps") is not None else None
         for k in ("p50_ms", "p99_ms", "p999_ms"):
             rec[k] = lat.get(k)
         rec["non2xx"] = rows.get("non2xx", 0) + p.get("failed", 0)
         rec["socket_errors"] = 0
         checks = []
-        if rows.get("calls") != requests:
-            checks.append("calls %s != transactions %s" % (rows.get("calls"), requests))
+        if rows.get("calls") != p.get("requests", 0):
+            checks.append("calls %s != transactions %s" % (rows.get("calls"), p.get("requests", 0)))
         if rows.get("events") != rows.get("expected_events"):
             checks.append("events %s != expected %s" % (rows.get("events"), rows.get("expected_events")))
         if rows.get("orders") != rows.get("expected_orders"):
             checks.append("orders %s != expected %s" % (rows.get("orders"), rows.get("expected_orders")))
+        if "expected_history" in rows and rows.get("history") != rows.get("expected_history"):
+            checks.append("history %s != expected %s" % (rows.get("history"), rows.get("expected_history")))
         if rows.get("failed", 0):
             checks.append("%d events failed" % rows["failed"])
         if rows.get("errors"):
@@ -389,6 +393,49 @@ def ratio_line(label, a, b):
         fmt(a.get("p99_ms"), 2), fmt(b.get("p99_ms"), 2))
 
 
+def server_us(r):
+    """PostgreSQL plus receiver CPU per delivery, in microseconds (= ms per 1,000)."""
+    pg = r.get("cpu_postgres_ms_per_1k")
+    if pg is None:
+        return None
+    rc = r.get("cpu_receiver_ms_per_1k") if r.get("kind") == "listener" else None
+    return pg + (rc or 0)
+
+
+def cpu_per_delivery(runs):
+    """The listener (inline, 1 worker), the pgbench ceiling and the set-based
+    floor, per concurrency: deliveries/s, CPU per delivery, ratio to the floor."""
+    ok = [r for r in runs if r.get("status") == "ok" and not r.get("scale") and not r.get("tls")]
+    floors = {r["concurrency"]: r for r in ok if r.get("kind") == "floor"}
+    if not floors:
+        return []
+    L = ["", "## CPU per delivery, against the set-based floor", "",
+         "Server CPU: PostgreSQL (every process under the postmaster) plus, for the listener, "
+         "its workers; the load client (wrk, pgbench) is shown apart. The floor writes the same "
+         "three rows per delivery set-based, %s deliveries per statement and per commit "
+         "(`floor.pgbench`)." % (next(iter(floors.values())).get("deliveries_per_tx") or "?"), "",
+         "| case | c | deliveries/s | server CPU µs/delivery | client CPU µs/delivery | server CPU vs floor | rows ok |",
+         "|---|---:|---:|---:|---:|---:|---|"]
+    for c in sorted(floors):
+        fl = floors[c]
+        lis = next((r for r in ok if r.get("kind") == "listener" and r.get("concurrency") == c
+                    and r.get("apply_mode") == "inline" and r.get("workers") == 1
+                    and "paced" not in r.get("scenario", "")), None)
+        pgb = next((r for r in ok if r.get("kind") == "pgbench" and r.get("concurrency") == c), None)
+        f = server_us(fl)
+        for label, r in (("listener (inline, 1 worker)", lis), ("pgbench ingest() ceiling, 1 per statement", pgb),
+                         ("set-based floor", fl)):
+            if r is None:
+                L.append("| %s | %s | not run |  |  |  |  |" % (label, c))
+                continue
+            u = server_us(r)
+            L.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                label, c, fmt(r.get("rps"), 0), fmt(u, 1), fmt(r.get("cpu_client_ms_per_1k"), 1),
+                "x" + fmt(u / f, 2) if (u is not None and f) else "-",
+                "yes" if r.get("rows_ok") else "NO: " + r.get("rows_note", "")))
+    return L
+
+
 def cmd_summary(args):
     d = args.dir
     runs = read_jsonl(os.path.join(d, "runs.jsonl"))
@@ -443,6 +490,7 @@ def cmd_summary(args):
     if best is not None and best is not lis:
         L.append(ratio_line("best listener config (%s) vs Node peer" % best["scenario"], best, node))
         L.append(ratio_line("best listener config (%s) vs pgbench ceiling" % best["scenario"], best, pgb))
+    L.extend(cpu_per_delivery(runs))
     L.append("")
     L.append("## Scale and cost")
     L.append("")
@@ -640,7 +688,8 @@ def main():
     p = sub.add_parser("record")
     p.add_argument("--out", required=True)
     p.add_argument("--scenario", required=True)
-    p.add_argument("--kind", choices=["listener", "node", "pgbench"], required=True)
+    p.add_argument("--kind", choices=["listener", "node", "pgbench", "floor"], required=True)
+    p.add_argument("--deliveries-per-tx", type=int, default=1)
     p.add_argument("--concurrency", type=int)
     p.add_argument("--apply-mode")
     p.add_argument("--workers", type=int)
