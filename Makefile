@@ -97,7 +97,7 @@ tapcheck:
 # libFuzzer targets of the pure C layers, built with Debian's clang
 # (apt-get install -y clang-14 libclang-rt-14-dev).  See test/fuzz/README.md.
 #
-#	make fuzz		build test/fuzz/fuzz_http, fuzz_tls and fuzz_payload
+#	make fuzz		build test/fuzz/fuzz_http, fuzz_tls, fuzz_payload and fuzz_api
 #	make fuzzsmoke	build, then run each one for FUZZ_SMOKE_SECONDS (30) on
 #					its seed corpus; fails on any crash, leak or UBSan report
 #	make fuzzclean	remove the binaries and the scratch directory
@@ -111,7 +111,7 @@ FUZZ_WARN ?= -Wall -Wextra -Wno-unused-parameter -Werror
 FUZZ_SANITIZE = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FUZZ_SMOKE_SECONDS ?= 30
 FUZZ_OUT = test/fuzz/out
-FUZZ_BINS = test/fuzz/fuzz_http test/fuzz/fuzz_tls test/fuzz/fuzz_payload
+FUZZ_BINS = test/fuzz/fuzz_http test/fuzz/fuzz_tls test/fuzz/fuzz_payload test/fuzz/fuzz_api
 FUZZ_BUILD = $(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_WARN) $(FUZZ_SANITIZE) -Isrc -o $@
 
 # options of every run, then of the smoke run per target
@@ -119,6 +119,7 @@ FUZZ_RUN_OPTS = -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10
 FUZZ_http_OPTS = -dict=test/fuzz/http.dict -max_len=24576
 FUZZ_tls_OPTS = -dict=test/fuzz/http.dict
 FUZZ_payload_OPTS = -max_len=16384
+FUZZ_api_OPTS = -max_len=65536
 
 test/fuzz/fuzz_http: test/fuzz/fuzz_http.c src/http.c src/transport.c src/route.c \
 	src/payload.c $(wildcard src/*.h) | fuzz-check-cc
@@ -134,6 +135,10 @@ test/fuzz/fuzz_payload: test/fuzz/fuzz_payload.c src/payload.c src/netaddr.c \
 	$(wildcard src/*.h) | fuzz-check-cc
 	$(FUZZ_BUILD) test/fuzz/fuzz_payload.c src/payload.c src/netaddr.c
 
+test/fuzz/fuzz_api: test/fuzz/fuzz_api.c src/biteship_api.c \
+	$(wildcard src/*.h) | fuzz-check-cc
+	$(FUZZ_BUILD) test/fuzz/fuzz_api.c src/biteship_api.c
+
 fuzz-check-cc:
 	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { \
 		echo "$(FUZZ_CC) not found: apt-get install -y clang-14 libclang-rt-14-dev" >&2; \
@@ -144,11 +149,12 @@ fuzz: $(FUZZ_BINS)
 # One target at a time; new inputs go to a scratch directory that is listed
 # first, so the seed corpus (listed second) is never written to.
 fuzzsmoke: fuzz
-	@set -e; for t in http tls payload; do \
+	@set -e; for t in http tls payload api; do \
 		case $$t in \
 			http) opts='$(FUZZ_http_OPTS)' ;; \
 			tls) opts='$(FUZZ_tls_OPTS)' ;; \
 			payload) opts='$(FUZZ_payload_OPTS)' ;; \
+			api) opts='$(FUZZ_api_OPTS)' ;; \
 		esac; \
 		rm -rf $(FUZZ_OUT)/$$t; mkdir -p $(FUZZ_OUT)/$$t; \
 		echo "fuzzsmoke: fuzz_$$t for $(FUZZ_SMOKE_SECONDS) s"; \

@@ -4,14 +4,16 @@
  *	  libFuzzer target for the TLS transport (src/tls.c), alone and under
  *	  the HTTP connection layer (src/http.c).
  *
- * Build and run from the repository root:
+ * Build with "make fuzz" (see test/fuzz/README.md), or by hand from the
+ * repository root:
  *
- *	clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
+ *	clang-14 -g -O1 -fsanitize=fuzzer,address,undefined \
+ *		-fno-sanitize-recover=undefined -Isrc \
  *		test/fuzz/fuzz_tls.c src/tls.c src/http.c src/transport.c \
  *		-lhttp_parser -lssl -lcrypto -o test/fuzz/fuzz_tls
- *	test/fuzz/fuzz_tls -max_total_time=60
+ *	test/fuzz/fuzz_tls -dict=test/fuzz/http.dict test/fuzz/corpus/tls
  *
- * (clang: apt-get install -y clang libclang-rt-14-dev)
+ * (clang: apt-get install -y clang-14 libclang-rt-14-dev)
  *
  * A self-signed certificate is made once, in memory, and written to a
  * temporary directory for bw_tls_context_new().  Input layout: byte 0 picks
@@ -21,7 +23,8 @@
  *					parsing, plain-HTTP detection, failure classification)
  *	mode & 3 == 1	a real handshake first, then the raw bytes as records
  *	mode & 3 == 2	a real handshake first, then the bytes as application
- *					data through http.c (requests popped and answered)
+ *					data through http.c (requests popped and answered, with
+ *					a body budget, wants_body and a small output bound)
  *	mode & 3 == 3	like 0, with client certificates required
  *	mode & 4		the server runs with a TLS 1.3 minimum
  *
@@ -48,6 +51,8 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+
+#include <http_parser.h>
 
 #include "http.h"
 #include "tls.h"
@@ -221,10 +226,18 @@ server_io(BwTransport *t)
 	(void) t->ops->read(t, buf, sizeof(buf), &n);
 }
 
+/* Bodies are kept for POSTs under /biteship/ only, as webhook paths. */
+static bool
+wants_body(void *arg, int method, const char *path)
+{
+	return method == HTTP_POST && strncmp(path, "/biteship/", 10) == 0;
+}
+
 static void
 run_http(BwTransport *t, SSL *c, const uint8_t *data, size_t len, size_t split)
 {
 	BwHttpLimits limits;
+	BwHttpBudget budget = {.limit = 1024,.used = 0};
 	BwConn	   *conn;
 	BwHttpRequest *req;
 
@@ -232,9 +245,12 @@ run_http(BwTransport *t, SSL *c, const uint8_t *data, size_t len, size_t split)
 	limits.max_header_size = 4096;
 	limits.max_body_size = 8192;
 	limits.max_pipelined = 4;
+	limits.max_pending_output = 256;
 	limits.request_timeout_ms = 1000;
 	limits.keepalive_timeout_ms = 1000;
 	limits.write_timeout_ms = 1000;
+	limits.budget = &budget;
+	limits.wants_body = wants_body;
 	conn = bw_conn_new(t, &limits, 0);
 	if (conn == NULL)
 		return;
@@ -267,6 +283,9 @@ run_http(BwTransport *t, SSL *c, const uint8_t *data, size_t len, size_t split)
 	}
 	(void) bw_conn_check_timeout(conn, 100000);
 	bw_conn_free(conn);
+	/* every body charged to the budget is given back */
+	if (budget.used != 0)
+		die("body budget not returned");
 	ERR_clear_error();
 }
 
