@@ -3,11 +3,10 @@
 -- complain if script is sourced in psql, rather than via CREATE EXTENSION
 \echo Use "CREATE EXTENSION biteship_webhook" to load this file. \quit
 
--- The install script of 0.3.0: the objects of 0.2.0 (as
--- biteship_webhook--0.2.0.sql creates them), then what 0.3.0 adds, in the
--- order biteship_webhook--0.2.0--0.3.0.sql does, so that a fresh install
--- and an upgraded one are the same (sql/upgrade.sql compares their
--- catalogs).
+-- The install script of 0.3.0: the objects of 0.1.0, then what
+-- biteship_webhook--0.1.0--0.2.0.sql and biteship_webhook--0.2.0--0.3.0.sql
+-- do, in their order, so that a fresh install and an upgraded one are the
+-- same (sql/upgrade.sql compares their catalogs).
 
 -- The schema belongs to the extension: DROP EXTENSION removes it.
 CREATE SCHEMA biteship_webhook;
@@ -343,12 +342,8 @@ RETURNS trigger
 LANGUAGE C
 AS 'MODULE_PATHNAME', 'bw_config_changed';
 
--- (per row, so that an UPDATE that matches nothing moves nothing)
 CREATE TRIGGER webhooks_config_changed
-	AFTER INSERT OR UPDATE OR DELETE ON biteship_webhook.webhooks
-	FOR EACH ROW EXECUTE FUNCTION biteship_webhook.config_changed();
-CREATE TRIGGER webhooks_config_truncated
-	AFTER TRUNCATE ON biteship_webhook.webhooks
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON biteship_webhook.webhooks
 	FOR EACH STATEMENT EXECUTE FUNCTION biteship_webhook.config_changed();
 
 --
@@ -398,6 +393,26 @@ ALTER FUNCTION biteship_webhook.stats()
 
 REVOKE ALL ON FUNCTION biteship_webhook.config_changed() FROM PUBLIC;
 REVOKE ALL ON biteship_webhook.application_triggers FROM PUBLIC;
+
+--
+-- What 0.3.0 adds.
+--
+
+-- 0.3.0: the outbox (durable outbound HTTP, signed forwarding) and
+-- reconciliation with Biteship's API.
+
+--
+-- The configuration triggers become per row (0.2.0 had one per statement),
+-- so that an UPDATE that matches nothing moves nothing; TRUNCATE keeps a
+-- statement trigger.
+--
+DROP TRIGGER webhooks_config_changed ON biteship_webhook.webhooks;
+CREATE TRIGGER webhooks_config_changed
+	AFTER INSERT OR UPDATE OR DELETE ON biteship_webhook.webhooks
+	FOR EACH ROW EXECUTE FUNCTION biteship_webhook.config_changed();
+CREATE TRIGGER webhooks_config_truncated
+	AFTER TRUNCATE ON biteship_webhook.webhooks
+	FOR EACH STATEMENT EXECUTE FUNCTION biteship_webhook.config_changed();
 
 --
 -- The outbox: durable outbound HTTP.
@@ -671,10 +686,6 @@ REVOKE ALL ON FUNCTION
 	biteship_webhook.retry_dead(text),
 	biteship_webhook.purge_outbox(interval, boolean)
 	FROM PUBLIC;
-
---
--- What 0.3.0 adds.
---
 
 --
 -- Reconciliation with Biteship's API.

@@ -37,6 +37,7 @@
 #include <time.h>
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "common/pg_prng.h"
 #include "access/xlog.h"
 #include "commands/extension.h"
@@ -52,6 +53,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -442,12 +444,20 @@ start_message(BwEndpoint *ep, BwOutboxMessage *m, ClaimBatch *b)
 	}
 }
 
-/* Is the extension installed, and the server writable?  (In a transaction.) */
+/*
+ * Is the extension installed at a version with the outbox (0.3.0), and the
+ * server writable?  (In a transaction.)  Until ALTER EXTENSION UPDATE, the
+ * worker waits quietly.
+ */
 static bool
 extension_ready(void)
 {
-	return !RecoveryInProgress() &&
-		OidIsValid(get_extension_oid("biteship_webhook", true));
+	Oid			nsp;
+
+	if (RecoveryInProgress() || !OidIsValid(get_extension_oid("biteship_webhook", true)))
+		return false;
+	nsp = get_namespace_oid("biteship_webhook", true);
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid("outbox", nsp));
 }
 
 /*
