@@ -244,39 +244,6 @@ AS 'MODULE_PATHNAME', 'bw_purge_outbox';
 
 --
 -- The stats view, with the outbox's backlog.
---
-CREATE OR REPLACE VIEW biteship_webhook.stats AS
-	SELECT name, labels, value FROM biteship_webhook.stats()
-	UNION ALL
-	SELECT 'backlog_events', jsonb_build_object('state', s.state), count(e.id)::float8
-	  FROM (VALUES ('failed'), ('pending')) s(state)
-	  LEFT JOIN biteship_webhook.events e
-	    ON e.state = s.state AND e.state IN ('failed', 'pending')
-	 GROUP BY s.state
-	UNION ALL
-	SELECT 'backlog_oldest_age_seconds', jsonb_build_object('state', s.state),
-	       COALESCE(extract(epoch FROM now() - min(e.received_at)), 0)::float8
-	  FROM (VALUES ('failed'), ('pending')) s(state)
-	  LEFT JOIN biteship_webhook.events e
-	    ON e.state = s.state AND e.state IN ('failed', 'pending')
-	 GROUP BY s.state
-	UNION ALL
-	SELECT 'outbox_backlog', jsonb_build_object('endpoint', p.name, 'state', s.state),
-	       (SELECT count(*) FROM biteship_webhook.outbox o
-	         WHERE o.endpoint_id = p.id AND o.state = s.state)::float8
-	  FROM biteship_webhook.endpoints p
-	 CROSS JOIN (VALUES ('pending'), ('dead')) s(state)
-	UNION ALL
-	SELECT 'outbox_oldest_pending_age_seconds', jsonb_build_object('endpoint', p.name),
-	       COALESCE((SELECT extract(epoch FROM now() - min(o.queued_at))
-	                   FROM biteship_webhook.outbox o
-	                  WHERE o.endpoint_id = p.id AND o.state = 'pending'), 0)::float8
-	  FROM biteship_webhook.endpoints p
-	UNION ALL
-	SELECT 'outbox_endpoint_enabled', jsonb_build_object('endpoint', p.name),
-	       CASE WHEN p.enabled THEN 1 ELSE 0 END::float8
-	  FROM biteship_webhook.endpoints p;
-
 REVOKE ALL ON biteship_webhook.endpoints, biteship_webhook.outbox,
 	biteship_webhook.outbox_attempts FROM PUBLIC;
 REVOKE ALL ON FUNCTION
@@ -408,8 +375,8 @@ REVOKE ALL ON FUNCTION
 	FROM PUBLIC;
 
 --
--- The stats view, with the gaps: stale active orders and the backfill
--- queue per environment.  (The API calls, the healed orders and the age of
+-- The stats view, with the outbox's backlog and the gaps: stale active
+-- orders and the backfill queue per environment.  (The API calls, the healed orders and the age of
 -- the newest delivery per webhook come from shared memory, in stats().)
 --
 CREATE OR REPLACE VIEW biteship_webhook.stats AS

@@ -12,6 +12,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "fmgr.h"
 #include "utils/jsonb.h"
 
 #include "biteship_api.h"
@@ -207,6 +208,10 @@ extern const char *bw_apply_stored_event(int64 event_id, const char *source,
 extern void bw_sha256(const void *data, size_t len, uint8 *digest);
 extern Oid	bw_apply_role_oid(bool missing_ok);
 extern void bw_ingest_api_answer(BwApiAnswer *a);
+
+/* ingest_sql.c: argument helpers of the SQL-callable functions */
+extern char *bw_required_text(FunctionCallInfo fcinfo, int argno, const char *argname);
+extern char *bw_optional_text(FunctionCallInfo fcinfo, int argno);
 
 /* stats.c */
 extern void bw_shmem_request(void);

@@ -41,8 +41,8 @@ static const char *const subscribable_events[] = {
 };
 
 /* Fetch a text argument as a C string, insisting it is not NULL. */
-static char *
-required_text(FunctionCallInfo fcinfo, int argno, const char *argname)
+char *
+bw_required_text(FunctionCallInfo fcinfo, int argno, const char *argname)
 {
 	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
@@ -51,8 +51,9 @@ required_text(FunctionCallInfo fcinfo, int argno, const char *argname)
 	return text_to_cstring(PG_GETARG_TEXT_PP(argno));
 }
 
-static char *
-optional_text(FunctionCallInfo fcinfo, int argno)
+/* A text argument as a C string, or NULL. */
+char *
+bw_optional_text(FunctionCallInfo fcinfo, int argno)
 {
 	return PG_ARGISNULL(argno) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(argno));
 }
@@ -147,12 +148,12 @@ insert_secret(int32 webhook, const char *secret, Datum expires_at, bool expires_
 Datum
 bw_create_webhook(PG_FUNCTION_ARGS)
 {
-	char	   *name = required_text(fcinfo, 0, "name");
-	char	   *path = required_text(fcinfo, 1, "path");
-	char	   *environment = required_text(fcinfo, 2, "environment");
-	char	   *signature_key = optional_text(fcinfo, 4);
-	char	   *signature_secret = optional_text(fcinfo, 5);
-	char	   *description = optional_text(fcinfo, 6);
+	char	   *name = bw_required_text(fcinfo, 0, "name");
+	char	   *path = bw_required_text(fcinfo, 1, "path");
+	char	   *environment = bw_required_text(fcinfo, 2, "environment");
+	char	   *signature_key = bw_optional_text(fcinfo, 4);
+	char	   *signature_secret = bw_optional_text(fcinfo, 5);
+	char	   *description = bw_optional_text(fcinfo, 6);
 	ArrayType  *events;
 	Datum	   *elems;
 	bool	   *elemnulls;
@@ -308,8 +309,8 @@ bw_drop_webhook(PG_FUNCTION_ARGS)
 Datum
 bw_add_webhook_secret(PG_FUNCTION_ARGS)
 {
-	char	   *name = required_text(fcinfo, 0, "name");
-	char	   *secret = required_text(fcinfo, 1, "secret");
+	char	   *name = bw_required_text(fcinfo, 0, "name");
+	char	   *secret = bw_required_text(fcinfo, 1, "secret");
 	Oid			types[1] = {INT4OID};
 	Datum		values[1];
 	bool		isnull;
@@ -430,7 +431,7 @@ Datum
 bw_ingest(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char	   *name = required_text(fcinfo, 0, "webhook");
+	char	   *name = bw_required_text(fcinfo, 0, "webhook");
 	bytea	   *body;
 	BwDelivery	d;
 	Datum		values[4];
@@ -496,7 +497,7 @@ bw_replay(PG_FUNCTION_ARGS)
 Datum
 bw_replay_failed(PG_FUNCTION_ARGS)
 {
-	char	   *name = optional_text(fcinfo, 0);
+	char	   *name = bw_optional_text(fcinfo, 0);
 	Oid			types[1] = {INT4OID};
 	Datum		values[1];
 	char		nulls[1] = {' '};

@@ -93,22 +93,6 @@ run(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
 		elog(ERROR, "statement failed: %s", SPI_result_code_string(ret));
 }
 
-static char *
-required_text(FunctionCallInfo fcinfo, int argno, const char *argname)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", argname)));
-	return text_to_cstring(PG_GETARG_TEXT_PP(argno));
-}
-
-static char *
-optional_text(FunctionCallInfo fcinfo, int argno)
-{
-	return PG_ARGISNULL(argno) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(argno));
-}
-
 /* RFC 9110 token characters */
 static bool
 is_token(const char *s)
@@ -262,15 +246,15 @@ check_key(const char *key, const char *what)
 Datum
 bw_create_endpoint(PG_FUNCTION_ARGS)
 {
-	char	   *name = required_text(fcinfo, 0, "name");
-	char	   *url = required_text(fcinfo, 1, "url");
+	char	   *name = bw_required_text(fcinfo, 0, "name");
+	char	   *url = bw_required_text(fcinfo, 1, "url");
 	Jsonb	   *headers = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
-	char	   *secret = optional_text(fcinfo, 3);
+	char	   *secret = bw_optional_text(fcinfo, 3);
 	ArrayType  *forward = PG_ARGISNULL(4) ? NULL : PG_GETARG_ARRAYTYPE_P(4);
-	char	   *environment = optional_text(fcinfo, 5);
+	char	   *environment = bw_optional_text(fcinfo, 5);
 	Interval   *timeout = PG_ARGISNULL(6) ? NULL : PG_GETARG_INTERVAL_P(6);
 	int32		max_attempts = PG_ARGISNULL(7) ? 10 : PG_GETARG_INT32(7);
-	char	   *description = optional_text(fcinfo, 8);
+	char	   *description = bw_optional_text(fcinfo, 8);
 	char	  **lines;
 	char	  **names;
 	char		err[256];
@@ -472,8 +456,8 @@ bw_set_endpoint_enabled(PG_FUNCTION_ARGS)
 Datum
 bw_set_endpoint_secret(PG_FUNCTION_ARGS)
 {
-	char	   *name = required_text(fcinfo, 0, "name");
-	char	   *secret = optional_text(fcinfo, 1);
+	char	   *name = bw_required_text(fcinfo, 0, "name");
+	char	   *secret = bw_optional_text(fcinfo, 1);
 	Interval   *keep_old = PG_ARGISNULL(2) ? NULL : PG_GETARG_INTERVAL_P(2);
 	Oid			types[3] = {INT4OID, TEXTOID, INTERVALOID};
 	Datum		values[3];
@@ -631,7 +615,7 @@ queue_message(const char *endpoint, const char *body, const char *content_type,
 Datum
 bw_send_jsonb(PG_FUNCTION_ARGS)
 {
-	char	   *endpoint = required_text(fcinfo, 0, "endpoint");
+	char	   *endpoint = bw_required_text(fcinfo, 0, "endpoint");
 	Jsonb	   *body;
 	char	   *text;
 
@@ -643,17 +627,17 @@ bw_send_jsonb(PG_FUNCTION_ARGS)
 	text = JsonbToCString(NULL, &body->root, VARSIZE(body));
 	PG_RETURN_INT64(queue_message(endpoint, text, "application/json",
 								  PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2),
-								  optional_text(fcinfo, 3),
-								  optional_text(fcinfo, 4)));
+								  bw_optional_text(fcinfo, 3),
+								  bw_optional_text(fcinfo, 4)));
 }
 
 /* send(endpoint, body text, content_type, headers, ordering_key, idempotency_key) */
 Datum
 bw_send_text(PG_FUNCTION_ARGS)
 {
-	char	   *endpoint = required_text(fcinfo, 0, "endpoint");
-	char	   *body = required_text(fcinfo, 1, "body");
-	char	   *content_type = required_text(fcinfo, 2, "content_type");
+	char	   *endpoint = bw_required_text(fcinfo, 0, "endpoint");
+	char	   *body = bw_required_text(fcinfo, 1, "body");
+	char	   *content_type = bw_required_text(fcinfo, 2, "content_type");
 
 	if (!is_media_type(content_type))
 		ereport(ERROR,
@@ -662,8 +646,8 @@ bw_send_text(PG_FUNCTION_ARGS)
 				 errhint("Give one like 'text/plain; charset=utf-8', or cast the body to jsonb to send JSON.")));
 	PG_RETURN_INT64(queue_message(endpoint, body, content_type,
 								  PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3),
-								  optional_text(fcinfo, 4),
-								  optional_text(fcinfo, 5)));
+								  bw_optional_text(fcinfo, 4),
+								  bw_optional_text(fcinfo, 5)));
 }
 
 /*
@@ -709,7 +693,7 @@ bw_retry_message(PG_FUNCTION_ARGS)
 Datum
 bw_retry_dead(PG_FUNCTION_ARGS)
 {
-	char	   *endpoint = optional_text(fcinfo, 0);
+	char	   *endpoint = bw_optional_text(fcinfo, 0);
 	Oid			types[1] = {INT4OID};
 	Datum		values[1];
 	char		nulls[1] = {'n'};
