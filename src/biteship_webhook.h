@@ -197,6 +197,8 @@ extern void bw_delivery_reserve_id(BwDelivery *d);
 extern int	bw_delivery_log_cmp(const BwDelivery *a, const BwDelivery *b);
 extern int	bw_delivery_apply_cmp(const BwDelivery *a, const BwDelivery *b);
 extern void bw_ingest_one(BwDelivery *d);
+extern void bw_ingest_log_batch(BwDelivery **ds, int n);
+extern void bw_ingest_apply_batch(BwDelivery **ds, int n);
 extern void bw_ingest_apply(BwDelivery *d);
 extern void bw_ingest_defer(BwDelivery *d, const char *why);
 extern bool bw_apply_room(void);

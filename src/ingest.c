@@ -5,13 +5,15 @@
  *	  apply it to the orders and status history tables.
  *
  * The HTTP listener, the dispatcher and the SQL functions all come through
- * here, inside a transaction their caller controls.  Each delivery is logged
- * in the caller's transaction; applying it runs in a subtransaction of its
- * own, so that a mapping error or an application trigger that raises marks
- * only that event failed.  Nothing in this file commits.
+ * here, inside a transaction their caller controls.  Deliveries are logged
+ * in the caller's transaction, a listener's batch with one statement.
+ * A batch is applied set-based, in one subtransaction; if that raises, it
+ * is applied again event by event, each in a subtransaction of its own, so
+ * that a mapping error or an application trigger that raises marks only
+ * that event failed.  Nothing in this file commits.
  *
- * Statements are prepared once per process and kept (SPI_keepplan); the
- * per-event cost is a handful of cached-plan executions and no catalog
+ * Statements are prepared once per process, with generic plans, and kept
+ * (SPI_keepplan); a batch costs a few cached-plan executions and no catalog
  * look-ups.
  *
  *-------------------------------------------------------------------------
@@ -66,6 +68,15 @@ typedef enum BwEventKind
 	BW_EVENT_UNKNOWN
 } BwEventKind;
 
+/* the set-based statements' columns, one array parameter each */
+#define UNNEST17 \
+	"pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), " \
+	"pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), " \
+	"pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), " \
+	"pg_catalog.unnest($10), pg_catalog.unnest($11), pg_catalog.unnest($12), " \
+	"pg_catalog.unnest($13), pg_catalog.unnest($14), pg_catalog.unnest($15), " \
+	"pg_catalog.unnest($16), pg_catalog.unnest($17)"
+
 /* prepared statements, kept for the life of the process */
 static SPIPlanPtr plan_webhook_by_name = NULL;
 static SPIPlanPtr plan_webhook_by_path = NULL;
@@ -80,6 +91,18 @@ static SPIPlanPtr plan_upsert_price = NULL;
 static SPIPlanPtr plan_order_text = NULL;
 static SPIPlanPtr plan_history_known = NULL;
 static SPIPlanPtr plan_insert_api_event = NULL;
+static SPIPlanPtr plan_insert_events = NULL;	/* a batch's, set-based */
+static SPIPlanPtr plan_upsert_statuses = NULL;	/* a batch's, set-based */
+
+/* element types of the arrays of plan_insert_events, in column order */
+static const Oid event_column_types[17] = {INT4OID, TEXTOID, TIMESTAMPTZOID,
+	TEXTOID, TEXTOID, JSONBOID, BYTEAOID, BYTEAOID, INT4OID, JSONBOID,
+INETOID, INT4OID, INT2OID, TEXTOID, TEXTOID, INT4OID, INT8OID};
+
+/* element types of the arrays of plan_upsert_statuses, in column order */
+static const Oid status_column_types[18] = {TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+TEXTOID, NUMERICOID, TIMESTAMPTZOID, BOOLOID, INT8OID, TEXTOID, TEXTOID};
 
 #define WEBHOOK_SELECT \
 	"SELECT w.id, w.name, w.path, w.environment, w.events, " \
@@ -104,7 +127,14 @@ static volatile sig_atomic_t apply_deadline_passed = false;
 static SPIPlanPtr
 prepare_kept(const char *sql, int nargs, Oid *argtypes)
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+	/*
+	 * Generic from the first execution: the parameters never change the
+	 * best plan of these statements, and a custom-plan phase would plan
+	 * each of them five times per process, and the set-based ones again
+	 * whenever a batch's size changed the estimates.
+	 */
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes,
+										  CURSOR_OPT_GENERIC_PLAN);
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
@@ -131,7 +161,9 @@ prepare_plans(void)
 				p_price,
 				p_order_text,
 				p_history_known,
-				p_insert_api;
+				p_insert_api,
+				p_insert_set,
+				p_status_set;
 
 	if (plan_upsert_price != NULL)
 		return;				/* all are kept together, at the end */
@@ -155,12 +187,14 @@ prepare_plans(void)
 		 * The id is taken beforehand (bw_delivery_reserve_id), in request
 		 * order, because a batch inserts in digest order.
 		 */
+#define EVENT_COLUMNS \
+	" (id, webhook_id, environment, received_at, event, order_id, " \
+	"  payload, body_sha256, raw_body, body_size, headers, " \
+	"  remote_addr, secret_id, http_status, state, last_error, " \
+	"  attempts, applied_at, last_delivery_at, next_attempt_at) "
 		p_insert = prepare_kept(
 								"INSERT INTO biteship_webhook.events AS e "
-								" (id, webhook_id, environment, received_at, event, order_id, "
-								"  payload, body_sha256, raw_body, body_size, headers, "
-								"  remote_addr, secret_id, http_status, state, last_error, "
-								"  attempts, applied_at, last_delivery_at, next_attempt_at) "
+								EVENT_COLUMNS
 								"OVERRIDING SYSTEM VALUE "
 								"VALUES ($17, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
 								"        $13, $14, $15, $16, "
@@ -169,6 +203,42 @@ prepare_plans(void)
 								"ON CONFLICT (webhook_id, body_sha256) WHERE state <> 'rejected' "
 								"DO NOTHING RETURNING id",
 								17, types);
+	}
+	{
+		Oid			types[17];
+
+		for (int i = 0; i < 17; i++)
+			types[i] = get_array_type(event_column_types[i]);
+
+		/*
+		 * The same, for a whole batch at once: one row per element of the
+		 * arrays, inserted in the arrays' order (the batch's log order).
+		 * The ids of the rows it inserted come back; what it did not insert
+		 * is a redelivery, which insert_event() then records.
+		 */
+		p_insert_set = prepare_kept(
+									"INSERT INTO biteship_webhook.events AS e "
+									EVENT_COLUMNS
+									"OVERRIDING SYSTEM VALUE "
+									"SELECT u.id, u.webhook_id, u.environment, u.received_at, u.event, "
+									"       u.order_id, u.payload, u.body_sha256, u.raw_body, u.body_size, "
+									"       u.headers, u.remote_addr, u.secret_id, u.http_status, u.state, "
+									"       u.last_error, u.attempts, "
+									"       CASE WHEN u.state OPERATOR(pg_catalog.=) 'applied'::pg_catalog.text "
+									"            THEN u.received_at END, "
+									"       u.received_at, "
+									"       CASE WHEN u.state OPERATOR(pg_catalog.=) 'pending'::pg_catalog.text "
+									"            THEN u.received_at END "
+									"  FROM ROWS FROM (" UNNEST17 ") WITH ORDINALITY "
+									"       AS u(webhook_id, environment, received_at, event, order_id, "
+									"            payload, body_sha256, raw_body, body_size, headers, "
+									"            remote_addr, secret_id, http_status, state, last_error, "
+									"            attempts, id, ord) "
+									" ORDER BY u.ord "
+									"ON CONFLICT (webhook_id, body_sha256) WHERE state <> 'rejected' "
+									"DO NOTHING RETURNING id",
+									17, types);
+#undef EVENT_COLUMNS
 	}
 	{
 		Oid			types[3] = {INT4OID, BYTEAOID, TIMESTAMPTZOID};
@@ -220,64 +290,110 @@ prepare_plans(void)
 									   " WHERE e.id = $1 FOR UPDATE OF e",
 									   1, types);
 	}
+#define KEEP(col) "COALESCE(EXCLUDED." col ", o." col ")"
+#define STATUS_COLUMNS \
+	" (environment, order_id, status, courier_company, courier_type, " \
+	"  courier_tracking_id, courier_waybill_id, courier_link, " \
+	"  courier_driver_name, courier_driver_phone, " \
+	"  courier_driver_photo_url, courier_driver_plate_number, " \
+	"  order_price, status_updated_at, is_final, last_event_id) "
+#define STATUS_UPSERT \
+	"ON CONFLICT (environment, order_id) DO UPDATE SET " \
+	"  status = " KEEP("status") ", " \
+	"  courier_company = " KEEP("courier_company") ", " \
+	"  courier_type = " KEEP("courier_type") ", " \
+	"  courier_tracking_id = " KEEP("courier_tracking_id") ", " \
+	"  courier_waybill_id = " KEEP("courier_waybill_id") ", " \
+	"  courier_link = " KEEP("courier_link") ", " \
+	"  courier_driver_name = " KEEP("courier_driver_name") ", " \
+	"  courier_driver_phone = " KEEP("courier_driver_phone") ", " \
+	"  courier_driver_photo_url = " KEEP("courier_driver_photo_url") ", " \
+	"  courier_driver_plate_number = " KEEP("courier_driver_plate_number") ", " \
+	"  order_price = " KEEP("order_price") ", " \
+	"  status_updated_at = EXCLUDED.status_updated_at, " \
+	"  is_final = CASE WHEN EXCLUDED.status IS NULL THEN o.is_final " \
+	"                  ELSE EXCLUDED.is_final END, " \
+	"  last_event_id = EXCLUDED.last_event_id, " \
+	"  updated_at = pg_catalog.now() " \
+	"WHERE (o.status_updated_at IS NULL " \
+	"       OR o.status_updated_at <= EXCLUDED.status_updated_at) " \
+	"  AND ROW(o.status, o.courier_company, o.courier_type, " \
+	"          o.courier_tracking_id, o.courier_waybill_id, o.courier_link, " \
+	"          o.courier_driver_name, o.courier_driver_phone, " \
+	"          o.courier_driver_photo_url, o.courier_driver_plate_number, " \
+	"          o.order_price) " \
+	"      IS DISTINCT FROM " \
+	"      ROW(" KEEP("status") ", " KEEP("courier_company") ", " \
+	KEEP("courier_type") ", " KEEP("courier_tracking_id") ", " \
+	KEEP("courier_waybill_id") ", " KEEP("courier_link") ", " \
+	KEEP("courier_driver_name") ", " KEEP("courier_driver_phone") ", " \
+	KEEP("courier_driver_photo_url") ", " \
+	KEEP("courier_driver_plate_number") ", " KEEP("order_price") ")"
+#define HISTORY_COLUMNS \
+	" (environment, order_id, status, occurred_at, event_id, source, note) "
 	{
-		Oid			types[18] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-			TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-			NUMERICOID, TIMESTAMPTZOID, BOOLOID, INT8OID, TEXTOID, TEXTOID};
+		Oid			types[18];
+
+		memcpy(types, status_column_types, sizeof(types));
 
 		/*
 		 * A status event: upsert the order, unless the stored state is
 		 * newer, and record the status in the history either way.  One
 		 * statement saves an executor start-up per event.
 		 */
-#define KEEP(col) "COALESCE(EXCLUDED." col ", o." col ")"
 		p_status = prepare_kept(
-										  "WITH upsert AS ("
-										  "INSERT INTO biteship_webhook.orders AS o "
-										  " (environment, order_id, status, courier_company, courier_type, "
-										  "  courier_tracking_id, courier_waybill_id, courier_link, "
-										  "  courier_driver_name, courier_driver_phone, "
-										  "  courier_driver_photo_url, courier_driver_plate_number, "
-										  "  order_price, status_updated_at, is_final, last_event_id) "
-										  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
-										  "        $13, $14, $15, $16) "
-										  "ON CONFLICT (environment, order_id) DO UPDATE SET "
-										  "  status = " KEEP("status") ", "
-										  "  courier_company = " KEEP("courier_company") ", "
-										  "  courier_type = " KEEP("courier_type") ", "
-										  "  courier_tracking_id = " KEEP("courier_tracking_id") ", "
-										  "  courier_waybill_id = " KEEP("courier_waybill_id") ", "
-										  "  courier_link = " KEEP("courier_link") ", "
-										  "  courier_driver_name = " KEEP("courier_driver_name") ", "
-										  "  courier_driver_phone = " KEEP("courier_driver_phone") ", "
-										  "  courier_driver_photo_url = " KEEP("courier_driver_photo_url") ", "
-										  "  courier_driver_plate_number = " KEEP("courier_driver_plate_number") ", "
-										  "  order_price = " KEEP("order_price") ", "
-										  "  status_updated_at = EXCLUDED.status_updated_at, "
-										  "  is_final = CASE WHEN EXCLUDED.status IS NULL THEN o.is_final "
-										  "                  ELSE EXCLUDED.is_final END, "
-										  "  last_event_id = EXCLUDED.last_event_id, "
-										  "  updated_at = pg_catalog.now() "
-										  "WHERE (o.status_updated_at IS NULL "
-										  "       OR o.status_updated_at <= EXCLUDED.status_updated_at) "
-										  "  AND ROW(o.status, o.courier_company, o.courier_type, "
-										  "          o.courier_tracking_id, o.courier_waybill_id, o.courier_link, "
-										  "          o.courier_driver_name, o.courier_driver_phone, "
-										  "          o.courier_driver_photo_url, o.courier_driver_plate_number, "
-										  "          o.order_price) "
-										  "      IS DISTINCT FROM "
-										  "      ROW(" KEEP("status") ", " KEEP("courier_company") ", "
-										  KEEP("courier_type") ", " KEEP("courier_tracking_id") ", "
-										  KEEP("courier_waybill_id") ", " KEEP("courier_link") ", "
-										  KEEP("courier_driver_name") ", " KEEP("courier_driver_phone") ", "
-										  KEEP("courier_driver_photo_url") ", "
-										  KEEP("courier_driver_plate_number") ", " KEEP("order_price") ")"
-										  ") "
-										  "INSERT INTO biteship_webhook.order_status_history "
-										  " (environment, order_id, status, occurred_at, event_id, source, note) "
-										  "SELECT $1, $2, $3, $14, $16, $17, $18 WHERE $3 IS NOT NULL "
-										  "ON CONFLICT DO NOTHING",
-										  18, types);
+								"WITH upsert AS ("
+								"INSERT INTO biteship_webhook.orders AS o "
+								STATUS_COLUMNS
+								"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
+								"        $13, $14, $15, $16) "
+								STATUS_UPSERT
+								") "
+								"INSERT INTO biteship_webhook.order_status_history "
+								HISTORY_COLUMNS
+								"SELECT $1, $2, $3, $14, $16, $17, $18 WHERE $3 IS NOT NULL "
+								"ON CONFLICT DO NOTHING",
+								18, types);
+
+		/*
+		 * The same for many status events of distinct orders at once, one
+		 * per element of the arrays.  The history rows are inserted first
+		 * and the orders' upserts run when the statement finishes, so that
+		 * for each order its history trigger fires before its orders
+		 * trigger, as with the statement above.
+		 */
+		for (int i = 0; i < 18; i++)
+			types[i] = get_array_type(status_column_types[i]);
+		p_status_set = prepare_kept(
+									"WITH v AS MATERIALIZED ("
+									"  SELECT * FROM ROWS FROM (" UNNEST17 ", pg_catalog.unnest($18)) "
+									"       WITH ORDINALITY AS v(environment, order_id, status, "
+									"         courier_company, courier_type, courier_tracking_id, "
+									"         courier_waybill_id, courier_link, courier_driver_name, "
+									"         courier_driver_phone, courier_driver_photo_url, "
+									"         courier_driver_plate_number, order_price, "
+									"         status_updated_at, is_final, last_event_id, source, note, ord)), "
+									"upsert AS ("
+									"INSERT INTO biteship_webhook.orders AS o "
+									STATUS_COLUMNS
+									"SELECT v.environment, v.order_id, v.status, v.courier_company, "
+									"       v.courier_type, v.courier_tracking_id, v.courier_waybill_id, "
+									"       v.courier_link, v.courier_driver_name, v.courier_driver_phone, "
+									"       v.courier_driver_photo_url, v.courier_driver_plate_number, "
+									"       v.order_price, v.status_updated_at, v.is_final, v.last_event_id "
+									"  FROM v ORDER BY v.ord "
+									STATUS_UPSERT
+									") "
+									"INSERT INTO biteship_webhook.order_status_history "
+									HISTORY_COLUMNS
+									"SELECT v.environment, v.order_id, v.status, v.status_updated_at, "
+									"       v.last_event_id, v.source, v.note "
+									"  FROM v WHERE v.status IS NOT NULL ORDER BY v.ord "
+									"ON CONFLICT DO NOTHING",
+									18, types);
+#undef STATUS_COLUMNS
+#undef STATUS_UPSERT
+#undef HISTORY_COLUMNS
 	}
 	{
 		Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID};
@@ -387,8 +503,11 @@ prepare_plans(void)
 
 	/* everything prepared: keep it all for the life of the process */
 	if (SPI_keepplan(p_order_text) != 0 || SPI_keepplan(p_history_known) != 0 ||
-		SPI_keepplan(p_insert_api) != 0)
+		SPI_keepplan(p_insert_api) != 0 || SPI_keepplan(p_insert_set) != 0 ||
+		SPI_keepplan(p_status_set) != 0)
 		elog(ERROR, "SPI_keepplan failed");
+	plan_insert_events = p_insert_set;
+	plan_upsert_statuses = p_status_set;
 	plan_order_text = p_order_text;
 	plan_history_known = p_history_known;
 	plan_insert_api_event = p_insert_api;
@@ -790,45 +909,61 @@ notify_applied(int64 event_id, const char *webhook, const char *environment,
 }
 
 /*
- * Map one verified, parsed payload onto orders and the status history.
- * Raises an ERROR when the payload cannot be applied; the caller runs this
- * in a subtransaction.  Notes about values that could not be parsed are
- * appended to notes.
+ * A payload mapped onto the parameters of its apply statement.
  */
-static void
-apply_payload(int64 event_id, const char *webhook, const char *environment,
-			  Jsonb *payload, TimestampTz received_at, const char *source,
-			  StringInfo notes, char **event_out, char **order_id_out)
+typedef struct MappedEvent
 {
-	char	   *event = jb_text(payload, "event", notes);
-	char	   *order_id = jb_text(payload, "order_id", notes);
-	char	   *raw_status = jb_text(payload, "status", notes);
+	BwEventKind kind;
+	char	   *event;
+	char	   *order_id;
+	bool		have_status;
 	char		status[BW_STATUS_MAXLEN + 1];
-	bool		have_status = false;
 	Datum		values[18];
 	char		nulls[18];
+} MappedEvent;
+
+/*
+ * Map one verified, parsed payload onto the parameters of the statement
+ * that applies it to orders and the status history.  Raises an ERROR when
+ * the payload cannot be applied.  Notes about values that could not be
+ * parsed are appended to notes.
+ */
+static void
+map_payload(int64 event_id, const char *environment, Jsonb *payload,
+			TimestampTz received_at, const char *source, StringInfo notes,
+			MappedEvent *m)
+{
+	char	   *raw_status;
+	Datum	   *values = m->values;
+	char	   *nulls = m->nulls;
 	int			i;
 
-	if (order_id == NULL || order_id[0] == '\0')
+	m->event = jb_text(payload, "event", notes);
+	m->order_id = jb_text(payload, "order_id", notes);
+	raw_status = jb_text(payload, "status", notes);
+	m->have_status = false;
+	m->kind = event_kind(m->event);
+
+	if (m->order_id == NULL || m->order_id[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
 				 errmsg("payload has no order_id")));
-	if (strlen(order_id) > BW_ORDER_ID_MAXLEN)
+	if (strlen(m->order_id) > BW_ORDER_ID_MAXLEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
 				 errmsg("order_id is longer than %d characters", BW_ORDER_ID_MAXLEN)));
 
 	if (raw_status != NULL && raw_status[0] != '\0')
 	{
-		bw_normalize_status(raw_status, strlen(raw_status), status, sizeof(status));
-		have_status = true;
+		bw_normalize_status(raw_status, strlen(raw_status), m->status, sizeof(m->status));
+		m->have_status = true;
 	}
 
-	memset(nulls, ' ', sizeof(nulls));
+	memset(nulls, ' ', sizeof(m->nulls));
 	values[0] = CStringGetTextDatum(environment);
-	values[1] = CStringGetTextDatum(order_id);
+	values[1] = CStringGetTextDatum(m->order_id);
 
-	switch (event_kind(event))
+	switch (m->kind)
 	{
 		case BW_EVENT_STATUS:
 			{
@@ -843,21 +978,20 @@ apply_payload(int64 event_id, const char *webhook, const char *environment,
 				if (!jb_timestamp(payload, "updated_at", notes, &occurred_at))
 					occurred_at = received_at;
 
-				values[2] = text_or_null(have_status ? status : NULL, &nulls[2]);
+				values[2] = text_or_null(m->have_status ? m->status : NULL, &nulls[2]);
 				for (i = 0; i < lengthof(fields); i++)
 					values[3 + i] = text_or_null(jb_text(payload, fields[i], notes),
 												 &nulls[3 + i]);
 				if (!jb_numeric(payload, "order_price", notes, &values[12]))
 					nulls[12] = 'n';
 				values[13] = TimestampTzGetDatum(occurred_at);
-				values[14] = BoolGetDatum(have_status && bw_status_is_final(status));
+				values[14] = BoolGetDatum(m->have_status && bw_status_is_final(m->status));
 				values[15] = Int64GetDatum(event_id);
 				values[16] = CStringGetTextDatum(source);
-				values[17] = text_or_null(notes->len > 0 ? notes->data : NULL, &nulls[17]);
-				/* one statement: the orders upsert and the history row */
-				exec_plan(plan_upsert_status, values, nulls, SPI_OK_INSERT);
+				values[17] = text_or_null(notes->len > 0 ? notes->data : NULL,
+										  &nulls[17]);
 
-				if (!have_status)
+				if (!m->have_status)
 					appendStringInfo(notes, "%sstatus: missing, order status unchanged",
 									 notes->len > 0 ? "; " : "");
 				break;
@@ -866,7 +1000,6 @@ apply_payload(int64 event_id, const char *webhook, const char *environment,
 			values[2] = text_or_null(jb_text(payload, "courier_tracking_id", notes), &nulls[2]);
 			values[3] = text_or_null(jb_text(payload, "courier_waybill_id", notes), &nulls[3]);
 			values[4] = Int64GetDatum(event_id);
-			exec_plan(plan_upsert_waybill, values, nulls, SPI_OK_INSERT);
 			break;
 		case BW_EVENT_PRICE:
 			{
@@ -885,18 +1018,54 @@ apply_payload(int64 event_id, const char *webhook, const char *environment,
 					jb_numeric(payload, "shipment_fee", notes, &values[3]))
 					nulls[3] = ' ';
 				values[6] = Int64GetDatum(event_id);
-				exec_plan(plan_upsert_price, values, nulls, SPI_OK_INSERT);
 				break;
 			}
 		case BW_EVENT_UNKNOWN:
 			/* callers filter these out first */
-			elog(ERROR, "cannot apply unknown event \"%s\"", event ? event : "");
+			elog(ERROR, "cannot apply unknown event \"%s\"", m->event ? m->event : "");
 	}
+}
 
-	*event_out = event;
-	*order_id_out = order_id;
-	notify_applied(event_id, webhook, environment, event, order_id,
-				   have_status ? status : NULL);
+/* Apply one mapped event with its own statement. */
+static void
+exec_mapped(MappedEvent *m)
+{
+	switch (m->kind)
+	{
+		case BW_EVENT_STATUS:
+			/* one statement: the orders upsert and the history row */
+			exec_plan(plan_upsert_status, m->values, m->nulls, SPI_OK_INSERT);
+			break;
+		case BW_EVENT_WAYBILL:
+			exec_plan(plan_upsert_waybill, m->values, m->nulls, SPI_OK_INSERT);
+			break;
+		case BW_EVENT_PRICE:
+			exec_plan(plan_upsert_price, m->values, m->nulls, SPI_OK_INSERT);
+			break;
+		case BW_EVENT_UNKNOWN:
+			elog(ERROR, "cannot apply unknown event");
+	}
+}
+
+/*
+ * Map one verified, parsed payload onto orders and the status history.
+ * Raises an ERROR when the payload cannot be applied; the caller runs this
+ * in a subtransaction.  Notes about values that could not be parsed are
+ * appended to notes.
+ */
+static void
+apply_payload(int64 event_id, const char *webhook, const char *environment,
+			  Jsonb *payload, TimestampTz received_at, const char *source,
+			  StringInfo notes, char **event_out, char **order_id_out)
+{
+	MappedEvent m;
+
+	map_payload(event_id, environment, payload, received_at, source, notes, &m);
+	exec_mapped(&m);
+	*event_out = m.event;
+	*order_id_out = m.order_id;
+	notify_applied(event_id, webhook, environment, m.event, m.order_id,
+				   m.have_status ? m.status : NULL);
 }
 
 /*
@@ -1511,33 +1680,45 @@ parse_body(const char *body, size_t len, char **error)
 }
 
 /*
- * Insert the event row; returns its id, or 0 when an event with the same
- * body already exists for this webhook (then *existing_id and
- * *existing_state describe it and its delivery count has been bumped).
+ * What the log phase stores for one delivery, between its classification
+ * and its answer.
  */
-static int64
-insert_event(const BwDelivery *d, const char *event, const char *order_id,
-			 Jsonb *payload, const uint8 *digest, bool keep_raw,
-			 int32 secret_id, const char *state, const char *error,
-			 int attempts, const char **existing_state)
+typedef struct LogRow
 {
-	Datum		values[17];
-	char		nulls[17];
-	size_t		raw_len = d->body_len;
-	int			ret;
+	BwDelivery *d;
+	bool		store;			/* false: answered, but not logged */
+	char	   *event;
+	char	   *order_id;
+	Jsonb	   *payload;
+	bool		keep_raw;		/* keep (a bounded prefix of) the raw body */
+	int32		secret_id;
+	const char *state;
+	const char *last_error;		/* events.last_error */
+	char	   *error;			/* the answer's error, or NULL */
+	int			attempts;
+	int64		id;				/* > 0 logged; < 0 a redelivery of -id */
+	const char *existing_state; /* a redelivery's original's state */
+} LogRow;
 
-	memset(nulls, ' ', sizeof(nulls));
+/* The parameters of plan_insert_event for one row. */
+static void
+event_values(const LogRow *r, Datum *values, char *nulls)
+{
+	const BwDelivery *d = r->d;
+	size_t		raw_len = d->body_len;
+
+	memset(nulls, ' ', 17);
 	values[0] = Int32GetDatum(d->webhook->id);
 	values[1] = CStringGetTextDatum(d->webhook->environment);
 	values[2] = TimestampTzGetDatum(d->received_at);
-	values[3] = text_or_null(event, &nulls[3]);
-	values[4] = text_or_null(order_id, &nulls[4]);
-	if (payload != NULL)
-		values[5] = JsonbPGetDatum(payload);
+	values[3] = text_or_null(r->event, &nulls[3]);
+	values[4] = text_or_null(r->order_id, &nulls[4]);
+	if (r->payload != NULL)
+		values[5] = JsonbPGetDatum(r->payload);
 	else
 		nulls[5] = 'n';
-	values[6] = bytes_datum(digest, BW_SHA256_LEN);
-	if (keep_raw)
+	values[6] = bytes_datum(d->digest, BW_SHA256_LEN);
+	if (r->keep_raw)
 	{
 		if (raw_len > (size_t) bw_rejected_body_limit)
 			raw_len = bw_rejected_body_limit;
@@ -1551,15 +1732,30 @@ insert_event(const BwDelivery *d, const char *event, const char *order_id,
 		values[10] = DirectFunctionCall1(inet_in, CStringGetDatum(d->remote_addr));
 	else
 		nulls[10] = 'n';
-	if (secret_id > 0)
-		values[11] = Int32GetDatum(secret_id);
+	if (r->secret_id > 0)
+		values[11] = Int32GetDatum(r->secret_id);
 	else
 		nulls[11] = 'n';
 	values[12] = Int16GetDatum((int16) d->http_status);
-	values[13] = CStringGetTextDatum(state);
-	values[14] = text_or_null(error, &nulls[14]);
-	values[15] = Int32GetDatum(attempts);
+	values[13] = CStringGetTextDatum(r->state);
+	values[14] = text_or_null(r->last_error, &nulls[14]);
+	values[15] = Int32GetDatum(r->attempts);
 	values[16] = Int64GetDatum(d->reserved_id);
+}
+
+/*
+ * Insert one event row: r->id becomes its id, or minus the id of the event
+ * with the same body for this webhook (then r->existing_state describes it
+ * and its delivery count has been bumped).
+ */
+static void
+insert_event(LogRow *r)
+{
+	Datum		values[17];
+	char		nulls[17];
+	int			ret;
+
+	event_values(r, values, nulls);
 
 	/*
 	 * Insert, or bump the original of a redelivery.  The original can vanish
@@ -1571,14 +1767,16 @@ insert_event(const BwDelivery *d, const char *event, const char *order_id,
 	{
 		Datum		uv[3];
 		bool		isnull;
-		int64		id;
 
 		ret = SPI_execute_plan(plan_insert_event, values, nulls, false, 0);
 		if (ret != SPI_OK_INSERT_RETURNING)
 			elog(ERROR, "could not insert event: %s", SPI_result_code_string(ret));
 		if (SPI_processed == 1)
-			return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-											   SPI_tuptable->tupdesc, 1, &isnull));
+		{
+			r->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 1, &isnull));
+			return;
+		}
 
 		uv[0] = values[0];
 		uv[1] = values[6];
@@ -1588,17 +1786,122 @@ insert_event(const BwDelivery *d, const char *event, const char *order_id,
 			elog(ERROR, "could not record redelivery: %s", SPI_result_code_string(ret));
 		if (SPI_processed == 1)
 		{
-			id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-											 SPI_tuptable->tupdesc, 1, &isnull));
-			*existing_state = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
-																SPI_tuptable->tupdesc, 2, &isnull));
-			return -id;
+			r->id = -DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												 SPI_tuptable->tupdesc, 1, &isnull));
+			r->existing_state = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+																  SPI_tuptable->tupdesc, 2, &isnull));
+			return;
 		}
 		if (round >= 10)
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 					 errmsg("could not record a redelivery: its original keeps disappearing")));
 		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * The columns of a set-based statement, gathered row by row and passed as
+ * one array per column.
+ */
+typedef struct ColumnSet
+{
+	int			ncols;
+	int			nrows;
+	int			maxrows;
+	const Oid  *types;			/* element types */
+	Datum	   *values;			/* [col * maxrows + row] */
+	bool	   *nulls;
+} ColumnSet;
+
+static void
+colset_init(ColumnSet *cs, const Oid *types, int ncols, int maxrows)
+{
+	cs->ncols = ncols;
+	cs->nrows = 0;
+	cs->maxrows = maxrows;
+	cs->types = types;
+	cs->values = palloc(sizeof(Datum) * ncols * maxrows);
+	cs->nulls = palloc(sizeof(bool) * ncols * maxrows);
+}
+
+/* Add a row, given as SPI-style parameters (nulls[i] == 'n': null). */
+static void
+colset_add(ColumnSet *cs, const Datum *values, const char *nulls)
+{
+	Assert(cs->nrows < cs->maxrows);
+	for (int c = 0; c < cs->ncols; c++)
+	{
+		cs->values[c * cs->maxrows + cs->nrows] = values[c];
+		cs->nulls[c * cs->maxrows + cs->nrows] = nulls[c] == 'n';
+	}
+	cs->nrows++;
+}
+
+/* The statement's parameters: one array per column. */
+static void
+colset_params(const ColumnSet *cs, Datum *params)
+{
+	int			dims[1] = {cs->nrows};
+	int			lbs[1] = {1};
+
+	for (int c = 0; c < cs->ncols; c++)
+	{
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+
+		get_typlenbyvalalign(cs->types[c], &typlen, &typbyval, &typalign);
+		params[c] = PointerGetDatum(construct_md_array(&cs->values[c * cs->maxrows],
+													   &cs->nulls[c * cs->maxrows],
+													   1, dims, lbs, cs->types[c],
+													   typlen, typbyval, typalign));
+	}
+}
+
+/*
+ * Insert the rows of a batch to be stored with one statement.  Sets the id
+ * of each row it inserted; a row left at 0 is a redelivery (of an event
+ * already in the log, or of one earlier in the same batch), for
+ * insert_event() to record.
+ */
+static void
+insert_events_set(LogRow *rows, int n, int nstore)
+{
+	ColumnSet	cs;
+	Datum		params[17];
+	int			ret;
+
+	colset_init(&cs, event_column_types, 17, nstore);
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[17];
+		char		nulls[17];
+
+		if (!rows[i].store)
+			continue;
+		event_values(&rows[i], values, nulls);
+		colset_add(&cs, values, nulls);
+	}
+	colset_params(&cs, params);
+
+	ret = SPI_execute_plan(plan_insert_events, params, NULL, false, 0);
+	if (ret != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not insert events: %s", SPI_result_code_string(ret));
+	for (uint64 k = 0; k < SPI_processed; k++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
+													 SPI_tuptable->tupdesc, 1, &isnull));
+
+		for (int i = 0; i < n; i++)
+		{
+			if (rows[i].store && rows[i].d->reserved_id == id)
+			{
+				rows[i].id = id;
+				break;
+			}
+		}
 	}
 }
 
@@ -1683,40 +1986,18 @@ bw_delivery_apply_cmp(const BwDelivery *a, const BwDelivery *b)
 }
 
 /*
- * Ingest one delivery, first phase: verify it and log it.  A delivery to be
- * applied is left for bw_ingest_apply().  Must run inside a
- * transaction; never commits.  Every outcome is reported through d's
- * output fields; only trouble with the database itself raises an ERROR,
- * which the caller turns into a 503 for the whole batch.
+ * Classify one delivery of the log phase: verify it, parse it, and decide
+ * what to store and answer.  Fills r; stores nothing.
  */
-void
-bw_ingest_one(BwDelivery *d)
+static void
+classify_delivery(LogRow *r, StringInfo notes)
 {
-	MemoryContext callercxt = CurrentMemoryContext;
-	uint8		digest[BW_SHA256_LEN];
+	BwDelivery *d = r->d;
 	const char *reason = NULL;
-	char	   *error = NULL;
 	int32		secret_id;
-	Jsonb	   *payload = NULL;
-	char	   *event = NULL;
-	char	   *order_id = NULL;
-	const char *state;
-	const char *existing_state = NULL;
-	const char *ignored = NULL;
-	StringInfoData notes;
-	int64		id;
+	const char *ignored;
 
-	d->event_id = 0;
-	d->error = NULL;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	prepare_plans();
-	initStringInfo(&notes);
-
-	bw_delivery_digest(d);
-	memcpy(digest, d->digest, BW_SHA256_LEN);
-	bw_delivery_reserve_id(d);
+	r->store = true;
 
 	/*
 	 * The installation check comes first: Biteship refuses to save a webhook
@@ -1727,97 +2008,94 @@ bw_ingest_one(BwDelivery *d)
 	{
 		secret_id = verify_signature(d, &reason);
 		d->http_status = 200;
-		state = "ping";
+		r->state = "ping";
+		r->secret_id = secret_id > 0 ? secret_id : 0;
 		/* anyone can send an unsigned one: log those at a bounded rate */
 		if (secret_id <= 0 &&
-			!bw_unverified_allowed(d->webhook->id, d->webhook->name, state,
+			!bw_unverified_allowed(d->webhook->id, d->webhook->name, r->state,
 								   bw_unverified_log_rate))
-		{
-			id = 0;
-			goto done;
-		}
-		if (d->body_len > 0 && !bw_body_looks_like_object(d->body, d->body_len))
-			payload = NULL;
-		else if (d->body_len > 0)
-			payload = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
-		id = insert_event(d, NULL, NULL, payload, digest, false,
-						  secret_id > 0 ? secret_id : 0, state, NULL, 0,
-						  &existing_state);
-		goto done;
+			r->store = false;
+		else if (d->body_len > 0 && bw_body_looks_like_object(d->body, d->body_len))
+			r->payload = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+		return;
 	}
 
 	secret_id = verify_signature(d, &reason);
 	if (secret_id < 0)
 	{
 		d->http_status = 401;
-		state = "rejected";
-		error = pstrdup(reason);
-		if (!bw_unverified_allowed(d->webhook->id, d->webhook->name, state,
-								   bw_unverified_log_rate))
-			id = 0;
-		else
-			id = insert_event(d, NULL, NULL, NULL, digest, true, 0, state, error,
-							  0, &existing_state);
-		goto done;
+		r->state = "rejected";
+		r->error = pstrdup(reason);
+		r->last_error = r->error;
+		r->keep_raw = true;
+		r->store = bw_unverified_allowed(d->webhook->id, d->webhook->name,
+										 r->state, bw_unverified_log_rate);
+		return;
 	}
+	r->secret_id = secret_id;
 
 	if (!bw_body_looks_like_object(d->body, d->body_len))
-		error = pstrdup("body is not a JSON object");
+		r->error = pstrdup("body is not a JSON object");
 	else
-		payload = parse_body(d->body, d->body_len, &error);
-	if (payload != NULL && !JB_ROOT_IS_OBJECT(payload))
+		r->payload = parse_body(d->body, d->body_len, &r->error);
+	if (r->payload != NULL && !JB_ROOT_IS_OBJECT(r->payload))
 	{
-		payload = NULL;
-		error = pstrdup("body is not a JSON object");
+		r->payload = NULL;
+		r->error = pstrdup("body is not a JSON object");
 	}
-	if (payload == NULL)
+	if (r->payload == NULL)
 	{
 		d->http_status = 400;
-		state = "rejected";
-		if (!bw_unverified_allowed(d->webhook->id, d->webhook->name, state,
-								   bw_unverified_log_rate))
-			id = 0;
-		else
-			id = insert_event(d, NULL, NULL, NULL, digest, true, secret_id, state,
-							  error, 0, &existing_state);
-		goto done;
+		r->state = "rejected";
+		r->last_error = r->error;
+		r->keep_raw = true;
+		r->store = bw_unverified_allowed(d->webhook->id, d->webhook->name,
+										 r->state, bw_unverified_log_rate);
+		return;
 	}
 
 	/* A verified, well-formed delivery is accepted from here on. */
 	d->http_status = 200;
-	event = jb_text(payload, "event", &notes);
-	order_id = jb_text(payload, "order_id", &notes);
+	r->event = jb_text(r->payload, "event", notes);
+	r->order_id = jb_text(r->payload, "order_id", notes);
 	/* bounded, and never cut inside a multibyte character */
-	if (order_id != NULL && strlen(order_id) > BW_ORDER_ID_MAXLEN)
-		order_id[pg_mbcliplen(order_id, strlen(order_id), BW_ORDER_ID_MAXLEN)] = '\0';
-	if (event != NULL && strlen(event) > 128)
-		event[pg_mbcliplen(event, strlen(event), 128)] = '\0';
-	ignored = ignore_reason(event, d->webhook->events, d->webhook->nevents);
+	if (r->order_id != NULL && strlen(r->order_id) > BW_ORDER_ID_MAXLEN)
+		r->order_id[pg_mbcliplen(r->order_id, strlen(r->order_id),
+								 BW_ORDER_ID_MAXLEN)] = '\0';
+	if (r->event != NULL && strlen(r->event) > 128)
+		r->event[pg_mbcliplen(r->event, strlen(r->event), 128)] = '\0';
+	ignored = ignore_reason(r->event, d->webhook->events, d->webhook->nevents);
 
 	if (ignored != NULL)
-		state = "ignored";
+		r->state = "ignored";
 	else if (d->deferred)
-		state = "pending";
+		r->state = "pending";
 	else
-		state = "applied";
+		r->state = "applied";
+	r->last_error = ignored;
+	r->attempts = strcmp(r->state, "applied") == 0 ? 1 : 0;
+}
 
-	id = insert_event(d, event, order_id, payload, digest, false, secret_id,
-					  state, ignored, strcmp(state, "applied") == 0 ? 1 : 0,
-					  &existing_state);
+/*
+ * Report what the log phase did with one delivery through its output
+ * fields, and keep what the apply phase needs in the caller's context.
+ */
+static void
+finish_delivery(LogRow *r, MemoryContext callercxt)
+{
+	BwDelivery *d = r->d;
 
-	/* Keep what the apply phase needs, beyond SPI's memory. */
-	if (id > 0 && strcmp(state, "applied") == 0)
+	if (r->id > 0 && strcmp(r->state, "applied") == 0)
 	{
-		d->apply_payload = MemoryContextAlloc(callercxt, VARSIZE(payload));
-		memcpy(d->apply_payload, payload, VARSIZE(payload));
-		d->order_key = order_id ? MemoryContextStrdup(callercxt, order_id) : NULL;
+		d->apply_payload = MemoryContextAlloc(callercxt, VARSIZE(r->payload));
+		memcpy(d->apply_payload, r->payload, VARSIZE(r->payload));
+		d->order_key = r->order_id ? MemoryContextStrdup(callercxt, r->order_id) : NULL;
 	}
 
-done:
-	if (id < 0)
+	if (r->id < 0)
 	{
 		/* a redelivery of an event we already have */
-		d->event_id = -id;
+		d->event_id = -r->id;
 		d->state = "duplicate";
 		d->http_status = 200;
 		d->error = NULL;
@@ -1825,18 +2103,77 @@ done:
 	}
 	else
 	{
-		d->event_id = id;
-		d->state = state;
-		if (strcmp(state, "pending") == 0)
+		d->event_id = r->id;
+		d->state = r->state;
+		if (strcmp(r->state, "pending") == 0)
 			bw_wake_at_commit(BW_LATCH_DISPATCHER);
-		d->error = error ? MemoryContextStrdup(callercxt, error) : NULL;
+		d->error = r->error ? MemoryContextStrdup(callercxt, r->error) : NULL;
 		/* id 0: answered, but not logged (the unverified rate limit) */
-		if (d->apply_payload == NULL && id > 0)
-			bw_stats_count_event(state);
+		if (d->apply_payload == NULL && r->id > 0)
+			bw_stats_count_event(r->state);
 	}
-	(void) existing_state;
+}
+
+/*
+ * Ingest the deliveries of a batch, first phase: verify each and log it.
+ * Deliveries to be applied are left for the apply phase
+ * (bw_ingest_apply_batch).  The caller orders the batch by
+ * bw_delivery_log_cmp.  Must run inside a transaction; never commits.
+ * Every outcome is reported through each delivery's output fields; only
+ * trouble with the database itself raises an ERROR, which the caller
+ * turns into a 503 for the whole batch.
+ *
+ * What is to be stored goes in with one statement for the whole batch; a
+ * redelivery, which that statement leaves out, is then recorded on its
+ * original row.
+ */
+void
+bw_ingest_log_batch(BwDelivery **ds, int n)
+{
+	MemoryContext callercxt = CurrentMemoryContext;
+	LogRow	   *rows;
+	int			nstore = 0;
+	StringInfoData scratch;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_plans();
+
+	rows = palloc0(sizeof(LogRow) * n);
+	initStringInfo(&scratch);
+	for (int i = 0; i < n; i++)
+	{
+		BwDelivery *d = ds[i];
+
+		d->event_id = 0;
+		d->error = NULL;
+		bw_delivery_digest(d);
+		bw_delivery_reserve_id(d);
+		rows[i].d = d;
+		classify_delivery(&rows[i], &scratch);
+		resetStringInfo(&scratch);
+		if (rows[i].store)
+			nstore++;
+	}
+
+	if (nstore > 1)
+		insert_events_set(rows, n, nstore);
+	for (int i = 0; i < n; i++)
+	{
+		if (rows[i].store && rows[i].id == 0)
+			insert_event(&rows[i]);
+	}
+	for (int i = 0; i < n; i++)
+		finish_delivery(&rows[i], callercxt);
 
 	SPI_finish();
+}
+
+/* The log phase of a single delivery. */
+void
+bw_ingest_one(BwDelivery *d)
+{
+	bw_ingest_log_batch(&d, 1);
 }
 
 /*
@@ -1905,6 +2242,200 @@ bw_ingest_defer(BwDelivery *d, const char *why)
 	bw_stats_count_event("pending");
 	bw_wake_at_commit(BW_LATCH_DISPATCHER);
 	SPI_finish();
+}
+
+/*
+ * Apply the events of a batch with set-based statements, in one
+ * subtransaction, as the apply role.  The deliveries are in
+ * bw_delivery_apply_cmp order.  They are applied in rounds: round k holds
+ * the k-th event of each order of the batch, so that no statement touches
+ * an order twice and each order's events apply in arrival order.  Within a
+ * round, the status events go in with one statement and waybill and price
+ * events with one each.  Returns false, with nothing applied, when any of
+ * it raised: the caller then applies each event on its own, so that the
+ * one that failed fails alone.  A cancel that is not the apply deadline is
+ * re-thrown.
+ */
+static bool
+apply_set_based(BwDelivery **ds, int n)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	uint32		save_holdoff = InterruptHoldoffCount;
+	StringInfoData *notes = palloc(sizeof(StringInfoData) * n);
+	MappedEvent *mapped = palloc(sizeof(MappedEvent) * n);
+	int		   *round = palloc(sizeof(int) * n);
+	int			nrounds = 0;
+	volatile bool ok = false;
+
+	/* rounds: the position of each event among its order's */
+	for (int i = 0; i < n; i++)
+	{
+		round[i] = (i > 0 && bw_delivery_apply_cmp(ds[i - 1], ds[i]) == 0) ?
+			round[i - 1] + 1 : 0;
+		nrounds = Max(nrounds, round[i] + 1);
+		initStringInfo(&notes[i]);
+	}
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+
+	PG_TRY();
+	{
+		Oid			save_userid;
+		int			save_sec_context;
+		int			save_nestlevel;
+		ColumnSet	cs;
+
+		GetUserIdAndSecContext(&save_userid, &save_sec_context);
+		SetUserIdAndSecContext(bw_apply_role_oid(false),
+							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+		save_nestlevel = NewGUCNestLevel();
+
+		for (int i = 0; i < n; i++)
+			map_payload(ds[i]->event_id, ds[i]->webhook->environment,
+						ds[i]->apply_payload, ds[i]->received_at, "webhook",
+						&notes[i], &mapped[i]);
+
+		colset_init(&cs, status_column_types, 18, n);
+		for (int r = 0; r < nrounds; r++)
+		{
+			cs.nrows = 0;
+			for (int i = 0; i < n; i++)
+			{
+				if (round[i] != r)
+					continue;
+				if (mapped[i].kind == BW_EVENT_STATUS)
+					colset_add(&cs, mapped[i].values, mapped[i].nulls);
+				else
+					exec_mapped(&mapped[i]);
+			}
+			if (cs.nrows == 1)
+			{
+				/* the single statement's plan is the cheaper one */
+				for (int i = 0; i < n; i++)
+					if (round[i] == r && mapped[i].kind == BW_EVENT_STATUS)
+						exec_mapped(&mapped[i]);
+			}
+			else if (cs.nrows > 1)
+			{
+				Datum		params[18];
+
+				colset_params(&cs, params);
+				exec_plan(plan_upsert_statuses, params, NULL, SPI_OK_INSERT);
+			}
+		}
+
+		for (int i = 0; i < n; i++)
+			notify_applied(ds[i]->event_id, ds[i]->webhook->name,
+						   ds[i]->webhook->environment, mapped[i].event,
+						   mapped[i].order_id,
+						   mapped[i].have_status ? mapped[i].status : NULL);
+		AtEOXact_GUC(false, save_nestlevel);
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+
+		/* with our own rights: forwarding */
+		if (bw_after_apply_hook != NULL)
+		{
+			for (int i = 0; i < n; i++)
+				bw_after_apply_hook(ds[i]->event_id, ds[i]->webhook->name,
+									ds[i]->webhook->environment, mapped[i].event,
+									mapped[i].order_id, ds[i]->apply_payload);
+		}
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		InterruptHoldoffCount = save_holdoff;
+
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && !apply_deadline_passed)
+			ReThrowError(edata);
+		ereport(DEBUG1,
+				(errmsg_internal("set-based apply of %d events failed, applying them one by one: %s",
+								 n, edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+
+	if (ok)
+	{
+		for (int i = 0; i < n; i++)
+		{
+			if (notes[i].len > 0)
+				record_outcome(ds[i]->event_id, "applied", NULL, notes[i].data, false);
+			bw_stats_count_event(ds[i]->state);
+			ds[i]->apply_payload = NULL;
+		}
+	}
+	return ok;
+}
+
+/*
+ * Apply phase of a batch: apply the logged deliveries that are to be
+ * applied now.  The caller orders them by bw_delivery_apply_cmp (stably),
+ * so that concurrent batches lock order rows in the same order and cannot
+ * deadlock, and arms the apply deadline.  Set-based first; if that raises,
+ * each on its own, in a subtransaction of its own, so that a mapping error
+ * or an application trigger that raises fails only its event.  What the
+ * batch has no time or subtransactions left for is left to the dispatcher.
+ */
+void
+bw_ingest_apply_batch(BwDelivery **ds, int n)
+{
+	BwDelivery **todo = palloc(sizeof(BwDelivery *) * Max(n, 1));
+	int			m = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		if (ds[i]->apply_payload != NULL)
+			todo[m++] = ds[i];
+	}
+	if (m == 0)
+		return;
+
+	if (m > 1 && bw_apply_room())
+	{
+		bool		done;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		prepare_plans();
+		done = apply_set_based(todo, m);
+		SPI_finish();
+		if (done)
+			return;
+
+		/*
+		 * The set-based attempt ran out of time: it cannot tell which event
+		 * was slow.  The events get a deadline of their own again, so that
+		 * the slow one fails alone, as it would have without the attempt.
+		 */
+		if (bw_apply_deadline_passed())
+			bw_apply_deadline_arm();
+	}
+
+	for (int i = 0; i < m; i++)
+	{
+		if (bw_apply_room())
+			bw_ingest_apply(todo[i]);
+		else
+			bw_ingest_defer(todo[i],
+							bw_apply_deadline_passed() ?
+							"the batch ran past biteship_webhook.apply_timeout; left for the dispatcher" :
+							"the batch ran out of subtransactions; left for the dispatcher");
+	}
 }
 
 /*

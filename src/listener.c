@@ -1108,6 +1108,7 @@ static void
 ingest_batch(Job *jobs, int njobs)
 {
 	Job		  **todo = palloc(sizeof(Job *) * njobs);
+	BwDelivery **batch = palloc(sizeof(BwDelivery *) * njobs);
 	int			n = 0;
 
 	for (int i = 0; i < njobs; i++)
@@ -1124,7 +1125,8 @@ ingest_batch(Job *jobs, int njobs)
 	if (n > 1)
 		qsort(todo, n, sizeof(Job *), log_order_cmp);
 	for (int i = 0; i < n; i++)
-		bw_ingest_one(todo[i]->delivery);
+		batch[i] = todo[i]->delivery;
+	bw_ingest_log_batch(batch, n);
 
 	/* the apply phase: only what was logged to be applied now */
 	{
@@ -1137,17 +1139,10 @@ ingest_batch(Job *jobs, int njobs)
 		}
 		if (m > 1)
 			qsort(todo, m, sizeof(Job *), apply_order_cmp);
-		bw_apply_deadline_arm();
 		for (int i = 0; i < m; i++)
-		{
-			if (bw_apply_room())
-				bw_ingest_apply(todo[i]->delivery);
-			else
-				bw_ingest_defer(todo[i]->delivery,
-								bw_apply_deadline_passed() ?
-								"the batch ran past biteship_webhook.apply_timeout; left for the dispatcher" :
-								"the batch ran out of subtransactions; left for the dispatcher");
-		}
+			batch[i] = todo[i]->delivery;
+		bw_apply_deadline_arm();
+		bw_ingest_apply_batch(batch, m);
 		bw_apply_deadline_disarm();
 	}
 

@@ -151,6 +151,8 @@ BEGIN
 		PERFORM pg_sleep(60);
 	ELSIF NEW.order_id LIKE 'hold-%' THEN
 		PERFORM pg_sleep(0.7);
+	ELSIF NEW.order_id LIKE 'a-refuse-%' THEN
+		RAISE EXCEPTION 'refused by the application';
 	END IF;
 	RETURN NEW;
 END $$;
@@ -204,31 +206,49 @@ CREATE TRIGGER slow BEFORE INSERT OR UPDATE ON biteship_webhook.orders
 }
 
 # --- a batch larger than the subtransaction cache -----------------------
+# 192 deliveries held up behind a slow one, so that they form one batch
+# (max_batch_size 256); the sockets' first delivery can be made to fail.
+sub bulk_batch
 {
-	# hold the worker in one batch while 192 deliveries queue up behind it
-	my $holder = raw_socket($node);
-	print $holder delivery(body_for('hold-1'));
-	usleep(100_000);
+	my ($prefix, $first) = @_;
+	# connected (and accepted) first, so that their requests are all read
+	# at once when the held batch ends
 	my @s = map { raw_socket($node) } 1 .. 12;
+	my $holder = raw_socket($node);
+	usleep(200_000);
+	print $holder delivery(body_for("hold-$prefix"));
+	usleep(100_000);
 	my $n = 0;
 	for my $s (@s)
 	{
-		print $s join('', map { delivery(body_for('bulk-' . ++$n)) } 1 .. 16);
+		print $s join('', map { delivery(body_for(($n++ == 0 && $first) ? $first : "$prefix-$n")) } 1 .. 16);
 	}
 	my @answers = map { read_answers($_, 16, 20) } @s;
 	read_answers($holder, 1, 5);
-	is(scalar(@answers), 192, '192 deliveries answered');
-	is(scalar(grep { $_->{http} == 200 } @answers), 192, 'all of them 200');
+	close($_) for @s, $holder;
 	my %states;
 	$states{ $_->{state} }++ for @answers;
 	note 'states: ' . join(', ', map { "$_=$states{$_}" } sort keys %states);
-	ok(($states{pending} // 0) > 0,
+	return (\@answers, \%states);
+}
+{
+	# applied set-based: one subtransaction for the whole batch
+	my ($answers, $states) = bulk_batch('bulk');
+	is(scalar(@$answers), 192, '192 deliveries answered');
+	is(scalar(grep { $_->{http} == 200 } @$answers), 192, 'all of them 200');
+	is($states->{applied} // 0, 192,
+		'a batch larger than the subtransaction cache is applied at once (one subtransaction)');
+
+	# one event refuses: the batch is applied event by event, each in a
+	# subtransaction, and what the cache has no room for is left pending
+	($answers, $states) = bulk_batch('bulkf', 'a-refuse-1');
+	is(scalar(grep { $_->{http} == 200 } @$answers), 192, 'all 192 answered 200 again');
+	is($states->{failed} // 0, 1, 'the refused one failed alone');
+	ok(($states->{pending} // 0) > 0,
 		'a batch past the subtransaction cache leaves the rest pending instead of overflowing it');
-	is($states{failed} // 0, 0, 'none failed');
 	is( $node->poll_query_until('postgres',
-			"SELECT count(*) = 192 FROM biteship_webhook.events WHERE order_id LIKE 'bulk-%' AND state = 'applied'"),
+			"SELECT count(*) = 191 FROM biteship_webhook.events WHERE order_id LIKE 'bulkf-%' AND state = 'applied'"),
 		1, 'the dispatcher applies every one of them');
-	close($_) for @s, $holder;
 }
 
 # --- two workers, the same new bodies in opposite orders ----------------
