@@ -2247,14 +2247,15 @@ bw_ingest_defer(BwDelivery *d, const char *why)
 /*
  * Apply the events of a batch with set-based statements, in one
  * subtransaction, as the apply role.  The deliveries are in
- * bw_delivery_apply_cmp order.  They are applied in rounds: round k holds
- * the k-th event of each order of the batch, so that no statement touches
- * an order twice and each order's events apply in arrival order.  Within a
- * round, the status events go in with one statement and waybill and price
- * events with one each.  Returns false, with nothing applied, when any of
- * it raised: the caller then applies each event on its own, so that the
- * one that failed fails alone.  A cancel that is not the apply deadline is
- * re-thrown.
+ * bw_delivery_apply_cmp order.  Each statement takes a run of consecutive
+ * status events of distinct orders; a waybill or price event, or a second
+ * event of the same order, starts the next one.  The statements then touch
+ * orders in the same ascending order as applying the events one by one
+ * would, which keeps concurrent batches from deadlocking, and each order's
+ * events apply in arrival order.  Returns false, with nothing applied,
+ * when any of it raised: the caller then applies each event on its own, so
+ * that the one that failed fails alone.  A cancel that is not the apply
+ * deadline is re-thrown.
  */
 static bool
 apply_set_based(BwDelivery **ds, int n)
@@ -2264,18 +2265,10 @@ apply_set_based(BwDelivery **ds, int n)
 	uint32		save_holdoff = InterruptHoldoffCount;
 	StringInfoData *notes = palloc(sizeof(StringInfoData) * n);
 	MappedEvent *mapped = palloc(sizeof(MappedEvent) * n);
-	int		   *round = palloc(sizeof(int) * n);
-	int			nrounds = 0;
 	volatile bool ok = false;
 
-	/* rounds: the position of each event among its order's */
 	for (int i = 0; i < n; i++)
-	{
-		round[i] = (i > 0 && bw_delivery_apply_cmp(ds[i - 1], ds[i]) == 0) ?
-			round[i - 1] + 1 : 0;
-		nrounds = Max(nrounds, round[i] + 1);
 		initStringInfo(&notes[i]);
-	}
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
@@ -2299,32 +2292,31 @@ apply_set_based(BwDelivery **ds, int n)
 						&notes[i], &mapped[i]);
 
 		colset_init(&cs, status_column_types, 18, n);
-		for (int r = 0; r < nrounds; r++)
+		for (int i = 0; i < n;)
 		{
-			cs.nrows = 0;
-			for (int i = 0; i < n; i++)
+			int			end = i + 1;
+
+			if (mapped[i].kind != BW_EVENT_STATUS)
 			{
-				if (round[i] != r)
-					continue;
-				if (mapped[i].kind == BW_EVENT_STATUS)
-					colset_add(&cs, mapped[i].values, mapped[i].nulls);
-				else
-					exec_mapped(&mapped[i]);
+				exec_mapped(&mapped[i++]);
+				continue;
 			}
-			if (cs.nrows == 1)
-			{
-				/* the single statement's plan is the cheaper one */
-				for (int i = 0; i < n; i++)
-					if (round[i] == r && mapped[i].kind == BW_EVENT_STATUS)
-						exec_mapped(&mapped[i]);
-			}
-			else if (cs.nrows > 1)
+			while (end < n && mapped[end].kind == BW_EVENT_STATUS &&
+				   bw_delivery_apply_cmp(ds[end - 1], ds[end]) != 0)
+				end++;
+			if (end - i == 1)
+				exec_mapped(&mapped[i]);	/* the single plan is cheaper */
+			else
 			{
 				Datum		params[18];
 
+				cs.nrows = 0;
+				for (int k = i; k < end; k++)
+					colset_add(&cs, mapped[k].values, mapped[k].nulls);
 				colset_params(&cs, params);
 				exec_plan(plan_upsert_statuses, params, NULL, SPI_OK_INSERT);
 			}
+			i = end;
 		}
 
 		for (int i = 0; i < n; i++)

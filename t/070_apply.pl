@@ -231,6 +231,10 @@ sub bulk_batch
 	note 'states: ' . join(', ', map { "$_=$states{$_}" } sort keys %states);
 	return (\@answers, \%states);
 }
+# one listener worker here, so that the held worker is the only one
+$node->append_conf('postgresql.conf', "biteship_webhook.listener_workers = 1\n");
+$node->restart;
+ok(wait_for_http($node, '/healthz', 200), 'one listener worker for the batches');
 {
 	# applied set-based: one subtransaction for the whole batch
 	my ($answers, $states) = bulk_batch('bulk');
@@ -250,6 +254,9 @@ sub bulk_batch
 			"SELECT count(*) = 191 FROM biteship_webhook.events WHERE order_id LIKE 'bulkf-%' AND state = 'applied'"),
 		1, 'the dispatcher applies every one of them');
 }
+$node->append_conf('postgresql.conf', "biteship_webhook.listener_workers = 2\n");
+$node->restart;
+ok(wait_for_http($node, '/healthz', 200), 'two listener workers again');
 
 # --- two workers, the same new bodies in opposite orders ----------------
 {
