@@ -22,7 +22,7 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initi
 	-Wno-sign-compare -Wno-cast-function-type
 SHLIB_LINK = -lhttp_parser -lcurl -lssl -lcrypto
 
-REGRESS = setup webhooks ingest ordering triggers replay privileges hardening outbox reconcile upgrade
+REGRESS = setup webhooks ingest ordering triggers replay privileges hardening outbox reconcile simulate upgrade
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/regress.conf
 
 TAP_TESTS = 1
