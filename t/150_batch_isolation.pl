@@ -5,7 +5,8 @@
 # raises is answered "failed" and retried later, and every other one is
 # applied, with each of its triggers fired exactly once (row triggers on
 # orders and the history, and a statement-level count), in arrival order
-# per order.  This is what any faster apply path must keep.
+# per order.  This is what any faster apply path must keep.  A batch with
+# no refusal is applied set-based, with the same row triggers.
 use strict;
 use warnings;
 
@@ -122,6 +123,54 @@ ok(wait_for(30, sub { sql("SELECT count(*) FROM biteship_webhook.events WHERE or
 is(sql("SELECT string_agg(tg || ':' || status, ',' ORDER BY n) FROM public.fired WHERE order_id = 'iso-bad'"),
 	'history:picked,INSERT:picked,history:delivered,UPDATE:delivered',
 	'with each trigger once, in order (the history trigger first, as for every delivery)');
+
+# --- the same without a refusal: applied set-based, with the same triggers
+sql(q{
+CREATE TABLE public.stmts (n bigserial);
+GRANT INSERT ON public.stmts TO biteship_webhook_apply;
+GRANT USAGE ON SEQUENCE public.stmts_n_seq TO biteship_webhook_apply;
+CREATE FUNCTION public.on_orders_stmt() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO public.stmts DEFAULT VALUES; RETURN NULL; END $$;
+CREATE TRIGGER iso_stmt AFTER INSERT OR UPDATE ON biteship_webhook.orders
+	FOR EACH STATEMENT EXECUTE FUNCTION public.on_orders_stmt();
+});
+{
+	my @fast;
+	for my $st ([ 'picked', '02' ], [ 'delivered', '05' ])
+	{
+		push @fast, body_for("set-$_", @$st) for 1 .. 20;
+	}
+	my $b0 = sql("SELECT COALESCE(sum(value), 0) FROM biteship_webhook.stats WHERE name = 'batch_size_count'");
+	my $sock = raw_socket($node);
+	syswrite($sock, join('', map { delivery($_) } @fast));
+	my $text = '';
+	my $until = time() + 20;
+	$sock->blocking(0);
+	while (time() < $until)
+	{
+		last if (() = $text =~ /\r\n\r\n\{[^}]*\}/g) >= @fast;
+		my $buf;
+		my $r = sysread($sock, $buf, 65536);
+		last if defined $r && $r == 0;
+		if (defined $r) { $text .= $buf; next; }
+		usleep(5_000);
+	}
+	close($sock);
+	my @a = map { decode_json($_) } $text =~ /\r\n\r\n(\{[^}]*\})/g;
+	is(scalar(grep { $_->{state} eq 'applied' } @a), 40, 'forty more, all applied');
+	my $nb = sql("SELECT COALESCE(sum(value), 0) FROM biteship_webhook.stats WHERE name = 'batch_size_count'") - $b0;
+	my $stmts = sql('SELECT count(*) FROM public.stmts');
+	cmp_ok($stmts, '<', 40,
+		"applied set-based: $stmts statements on orders for 40 events in $nb batches");
+	is(sql("SELECT count(*) FROM (SELECT tg, order_id, status FROM public.fired WHERE order_id LIKE 'set-%'
+		GROUP BY 1, 2, 3 HAVING count(*) <> 1) x"), '0', 'each row trigger fired once per change');
+	is(sql("SELECT count(*) FROM public.fired WHERE order_id LIKE 'set-%'"), '80',
+		'an INSERT, an UPDATE and two history rows per order');
+	is(sql("SELECT count(*) FROM (SELECT order_id, string_agg(tg || ':' || status, ',' ORDER BY n) a
+		FROM public.fired WHERE order_id LIKE 'set-%' GROUP BY 1) x
+		WHERE a <> 'history:picked,INSERT:picked,history:delivered,UPDATE:delivered'"), '0',
+		'for each order in arrival order, its history trigger first');
+}
 
 $node->stop;
 done_testing();
