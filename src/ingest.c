@@ -882,7 +882,93 @@ text_or_null(const char *s, char *nullflag)
 }
 
 /*
- * Send the NOTIFY that tells listening applications an event was applied.
+ * The notifications of a listener's batch, sent after its commit in a
+ * transaction of their own (bw_notify_defer_*): the lock on the database
+ * that NOTIFY takes when a transaction commits would otherwise be held by
+ * one listener worker through its commit's WAL flush, and the workers
+ * would commit one after another instead of together.
+ */
+static MemoryContext deferred_notify_cxt = NULL;
+static List *deferred_notifies = NIL;
+static bool notify_deferring = false;
+
+/* Collect the notifications of the transaction that starts now. */
+void
+bw_notify_defer_begin(void)
+{
+	if (deferred_notify_cxt == NULL)
+		deferred_notify_cxt = AllocSetContextCreate(TopMemoryContext,
+													"biteship_webhook notifications",
+													ALLOCSET_SMALL_SIZES);
+	deferred_notifies = NIL;
+	notify_deferring = true;
+}
+
+/* Forget what was collected: the transaction did not commit. */
+void
+bw_notify_defer_discard(void)
+{
+	notify_deferring = false;
+	deferred_notifies = NIL;
+	if (deferred_notify_cxt != NULL)
+		MemoryContextReset(deferred_notify_cxt);
+}
+
+/*
+ * Send what was collected, once the transaction committed, in a short
+ * transaction of its own.  Must be called outside any transaction.  A
+ * failure (the notification queue is full) is logged: the events are
+ * committed and answered whatever happens to their notifications.
+ */
+void
+bw_notify_defer_send(void)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	List	   *todo = deferred_notifies;
+
+	notify_deferring = false;
+	if (todo != NIL)
+	{
+		PG_TRY();
+		{
+			ListCell   *lc;
+
+			StartTransactionCommand();
+			foreach(lc, todo)
+				Async_Notify(BW_NOTIFY_CHANNEL, (const char *) lfirst(lc));
+			CommitTransactionCommand();
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(oldcxt);
+			EmitErrorReport();
+			FlushErrorState();
+			AbortCurrentTransaction();
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(oldcxt);
+	}
+	bw_notify_defer_discard();
+}
+
+/* How many notifications are collected: a subtransaction's start mark. */
+static int
+notify_mark(void)
+{
+	return list_length(deferred_notifies);
+}
+
+/* A subtransaction rolled back: forget what it collected. */
+static void
+notify_rollback_to(int mark)
+{
+	if (list_length(deferred_notifies) > mark)
+		deferred_notifies = list_truncate(deferred_notifies, mark);
+}
+
+/*
+ * Send the NOTIFY that tells listening applications an event was applied,
+ * or collect it for after the commit.
  */
 static void
 notify_applied(int64 event_id, const char *webhook, const char *environment,
@@ -905,7 +991,15 @@ notify_applied(int64 event_id, const char *webhook, const char *environment,
 	else
 		appendStringInfoString(&buf, "null");
 	appendStringInfoChar(&buf, '}');
-	Async_Notify(BW_NOTIFY_CHANNEL, buf.data);
+	if (notify_deferring)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(deferred_notify_cxt);
+
+		deferred_notifies = lappend(deferred_notifies, pstrdup(buf.data));
+		MemoryContextSwitchTo(oldcxt);
+	}
+	else
+		Async_Notify(BW_NOTIFY_CHANNEL, buf.data);
 }
 
 /*
@@ -1533,6 +1627,7 @@ apply_in_subxact(int64 event_id, const char *webhook, const char *environment,
 	ResourceOwner oldowner = CurrentResourceOwner;
 	uint32		save_holdoff = InterruptHoldoffCount;
 	char	   *volatile error = NULL;
+	int			mark = notify_mark();
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
@@ -1585,6 +1680,7 @@ apply_in_subxact(int64 event_id, const char *webhook, const char *environment,
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
+		notify_rollback_to(mark);
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
 
@@ -2266,6 +2362,7 @@ apply_set_based(BwDelivery **ds, int n)
 	StringInfoData *notes = palloc(sizeof(StringInfoData) * n);
 	MappedEvent *mapped = palloc(sizeof(MappedEvent) * n);
 	volatile bool ok = false;
+	int			mark = notify_mark();
 
 	for (int i = 0; i < n; i++)
 		initStringInfo(&notes[i]);
@@ -2348,6 +2445,7 @@ apply_set_based(BwDelivery **ds, int n)
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
+		notify_rollback_to(mark);
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
 		InterruptHoldoffCount = save_holdoff;

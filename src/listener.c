@@ -1172,6 +1172,7 @@ run_batch_transaction(Job *jobs, int njobs)
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "biteship_webhook: ingest batch");
+	bw_notify_defer_begin();
 
 	PG_TRY();
 	{
@@ -1219,6 +1220,12 @@ run_batch_transaction(Job *jobs, int njobs)
 	/* a cancel that arrived too late to matter was meant for this batch */
 	bw_worker_set_cancel_on_term(false);
 	QueryCancelPending = false;
+
+	/* the batch's NOTIFYs, after its commit (see bw_notify_defer_send) */
+	if (committed)
+		bw_notify_defer_send();
+	else
+		bw_notify_defer_discard();
 
 	MemoryContextSwitchTo(oldcxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
