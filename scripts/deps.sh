@@ -19,6 +19,10 @@ BW_TEST_PACKAGES=(
 	libipc-run-perl
 	python3
 	nodejs
+	# for promtool (scripts/check-contrib); Debian has no smaller package
+	# with it.  On a machine with systemd the package also enables a
+	# Prometheus server on port 9090: systemctl disable --now prometheus
+	prometheus
 )
 
 # bw_install_packages PKG...: apt-get install whatever is not installed yet.
