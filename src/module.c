@@ -41,7 +41,7 @@ char	   *bw_database = NULL;
 char	   *bw_role = NULL;
 char	   *bw_listen_addresses = NULL;
 int			bw_port = 8432;
-int			bw_listener_workers = 1;
+int			bw_listener_workers = 2;
 int			bw_max_connections = 256;
 int			bw_max_body_size = 1024 * 1024;
 int			bw_max_header_size = 16 * 1024;
@@ -456,7 +456,7 @@ define_postmaster_settings(void)
 	DefineCustomIntVariable("biteship_webhook.listener_workers",
 							gettext_noop("Number of listener workers sharing the port."),
 							gettext_noop("0 disables the listener."),
-							&bw_listener_workers, 1, 0, 16,
+							&bw_listener_workers, 2, 0, 16,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("biteship_webhook.outbound",
 							 gettext_noop("Run the outbound worker, which sends the outbox."),

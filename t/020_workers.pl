@@ -104,6 +104,9 @@ ok(wait_for_http($node, '/healthz', 503), '/healthz is 503 before CREATE EXTENSI
 	my @listeners = worker_pids($node, 'listener');
 	my @dispatchers = worker_pids($node, 'dispatcher');
 	is(scalar(@listeners), 2, 'two listener workers in pg_stat_activity');
+	is($node->safe_psql('postgres',
+			"SELECT boot_val FROM pg_settings WHERE name = 'biteship_webhook.listener_workers'"),
+		'2', 'two listener workers is the default');
 	is(scalar(@dispatchers), 1, 'one dispatcher worker in pg_stat_activity');
 	is(scalar(worker_pids($node, 'outbound')), 1, 'one outbound worker in pg_stat_activity');
 	is(scalar(worker_pids($node, 'reconciler')), 1, 'one reconciler worker in pg_stat_activity');

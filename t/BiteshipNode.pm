@@ -83,6 +83,9 @@ biteship_webhook.port = $port
 biteship_webhook.retry_base_delay = '200ms'
 biteship_webhook.api_base_url = 'http://127.0.0.1:9'
 log_min_messages = info
+# one listener worker unless a test asks for more: the per-worker limits
+# (connections, body memory, batches) are asserted against one worker
+biteship_webhook.listener_workers = 1
 } . ($opts{conf} // ''));
 	$node->{bw_port} = $port;
 	$node->start unless $opts{no_start};
