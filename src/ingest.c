@@ -24,6 +24,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "commands/async.h"
 #include "commands/sequence.h"
 #include "catalog/namespace.h"
@@ -32,6 +33,7 @@
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "storage/lock.h"
 #include "storage/proc.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -51,6 +53,9 @@
 #include "payload.h"
 #include "route.h"
 #include "stats.h"
+
+/* most body bytes a batch logs with one set-based statement */
+#define SET_INSERT_MAX_BYTES (64 * 1024 * 1024)
 
 /* longest order_id we accept; Biteship's are 24 characters */
 #define BW_ORDER_ID_MAXLEN 128
@@ -1003,6 +1008,34 @@ notify_applied(int64 event_id, const char *webhook, const char *environment,
 }
 
 /*
+ * Lock an order for the rest of the transaction, before anything of it is
+ * written.  Every apply path takes these locks, and a batch takes them in
+ * its (environment, order id) order, so that two workers cannot deadlock
+ * on an order's rows: a set-based statement writes the history rows of its
+ * orders before their orders rows.  An advisory lock of our own space
+ * (field 4 of the tag is 3, which SQL's advisory lock functions never use)
+ * on a 64-bit hash of the order's key; pg_locks shows it as an advisory
+ * lock with objsubid 3.
+ */
+static void
+lock_order(const char *environment, const char *order_id)
+{
+	size_t		el = strlen(environment);
+	size_t		ol = strlen(order_id);
+	char	   *key = palloc(el + ol + 1);
+	uint64		h;
+	LOCKTAG		tag;
+
+	memcpy(key, environment, el);
+	key[el] = '\0';
+	memcpy(key + el + 1, order_id, ol);
+	h = hash_bytes_extended((const unsigned char *) key, el + 1 + ol, 0);
+	pfree(key);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h, 3);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+/*
  * A payload mapped onto the parameters of its apply statement.
  */
 typedef struct MappedEvent
@@ -1155,6 +1188,7 @@ apply_payload(int64 event_id, const char *webhook, const char *environment,
 	MappedEvent m;
 
 	map_payload(event_id, environment, payload, received_at, source, notes, &m);
+	lock_order(environment, m.order_id);
 	exec_mapped(&m);
 	*event_out = m.event;
 	*order_id_out = m.order_id;
@@ -1339,6 +1373,7 @@ apply_api_order(int64 event_id, const char *environment, const char *order_id,
 	int			nusable = 0;
 	bool		fresh;
 
+	lock_order(environment, order_id);
 	order_now(environment, order_id, &before);
 	res->existed = before.text != NULL;
 	res->history_added = 0;
@@ -2252,8 +2287,21 @@ bw_ingest_log_batch(BwDelivery **ds, int n)
 			nstore++;
 	}
 
+	/*
+	 * One statement, unless the batch's bodies are too big for one array
+	 * (an array is at most 1 GB); then a statement per row.
+	 */
 	if (nstore > 1)
-		insert_events_set(rows, n, nstore);
+	{
+		uint64		bytes = 0;
+
+		for (int i = 0; i < n; i++)
+			if (rows[i].store)
+				bytes += (rows[i].payload ? VARSIZE(rows[i].payload) : 0) +
+					(rows[i].keep_raw ? Min(rows[i].d->body_len, (size_t) bw_rejected_body_limit) : 0);
+		if (bytes < SET_INSERT_MAX_BYTES)
+			insert_events_set(rows, n, nstore);
+	}
 	for (int i = 0; i < n; i++)
 	{
 		if (rows[i].store && rows[i].id == 0)
@@ -2377,30 +2425,36 @@ apply_set_based(BwDelivery **ds, int n)
 		int			save_nestlevel;
 		ColumnSet	cs;
 
+		Oid			apply_userid = bw_apply_role_oid(false);
+		int			apply_sec_context;
+
 		GetUserIdAndSecContext(&save_userid, &save_sec_context);
-		SetUserIdAndSecContext(bw_apply_role_oid(false),
-							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
+		apply_sec_context = save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+			SECURITY_RESTRICTED_OPERATION;
+		SetUserIdAndSecContext(apply_userid, apply_sec_context);
 		save_nestlevel = NewGUCNestLevel();
 
 		for (int i = 0; i < n; i++)
+		{
 			map_payload(ds[i]->event_id, ds[i]->webhook->environment,
 						ds[i]->apply_payload, ds[i]->received_at, "webhook",
 						&notes[i], &mapped[i]);
+			/* the batch is in order-id order: each order is locked once */
+			if (i == 0 || bw_delivery_apply_cmp(ds[i - 1], ds[i]) != 0)
+				lock_order(ds[i]->webhook->environment, mapped[i].order_id);
+		}
 
 		colset_init(&cs, status_column_types, 18, n);
 		for (int i = 0; i < n;)
 		{
 			int			end = i + 1;
 
-			if (mapped[i].kind != BW_EVENT_STATUS)
+			if (mapped[i].kind == BW_EVENT_STATUS)
 			{
-				exec_mapped(&mapped[i++]);
-				continue;
+				while (end < n && mapped[end].kind == BW_EVENT_STATUS &&
+					   bw_delivery_apply_cmp(ds[end - 1], ds[end]) != 0)
+					end++;
 			}
-			while (end < n && mapped[end].kind == BW_EVENT_STATUS &&
-				   bw_delivery_apply_cmp(ds[end - 1], ds[end]) != 0)
-				end++;
 			if (end - i == 1)
 				exec_mapped(&mapped[i]);	/* the single plan is cheaper */
 			else
@@ -2413,25 +2467,35 @@ apply_set_based(BwDelivery **ds, int n)
 				colset_params(&cs, params);
 				exec_plan(plan_upsert_statuses, params, NULL, SPI_OK_INSERT);
 			}
+
+			for (int k = i; k < end; k++)
+				notify_applied(ds[k]->event_id, ds[k]->webhook->name,
+							   ds[k]->webhook->environment, mapped[k].event,
+							   mapped[k].order_id,
+							   mapped[k].have_status ? mapped[k].status : NULL);
+
+			/*
+			 * Forwarding, with our own rights and settings, right after the
+			 * statement: what it reads of each order is the state after that
+			 * event, as when events apply one by one (a run has each order
+			 * once).
+			 */
+			if (bw_after_apply_hook != NULL)
+			{
+				AtEOXact_GUC(false, save_nestlevel);
+				SetUserIdAndSecContext(save_userid, save_sec_context);
+				for (int k = i; k < end; k++)
+					bw_after_apply_hook(ds[k]->event_id, ds[k]->webhook->name,
+										ds[k]->webhook->environment, mapped[k].event,
+										mapped[k].order_id, ds[k]->apply_payload);
+				SetUserIdAndSecContext(apply_userid, apply_sec_context);
+				save_nestlevel = NewGUCNestLevel();
+			}
 			i = end;
 		}
-
-		for (int i = 0; i < n; i++)
-			notify_applied(ds[i]->event_id, ds[i]->webhook->name,
-						   ds[i]->webhook->environment, mapped[i].event,
-						   mapped[i].order_id,
-						   mapped[i].have_status ? mapped[i].status : NULL);
 		AtEOXact_GUC(false, save_nestlevel);
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 
-		/* with our own rights: forwarding */
-		if (bw_after_apply_hook != NULL)
-		{
-			for (int i = 0; i < n; i++)
-				bw_after_apply_hook(ds[i]->event_id, ds[i]->webhook->name,
-									ds[i]->webhook->environment, mapped[i].event,
-									mapped[i].order_id, ds[i]->apply_payload);
-		}
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
@@ -2513,7 +2577,10 @@ bw_ingest_apply_batch(BwDelivery **ds, int n)
 		 * the slow one fails alone, as it would have without the attempt.
 		 */
 		if (bw_apply_deadline_passed())
+		{
+			QueryCancelPending = false;
 			bw_apply_deadline_arm();
+		}
 	}
 
 	for (int i = 0; i < m; i++)

@@ -172,5 +172,31 @@ CREATE TRIGGER iso_stmt AFTER INSERT OR UPDATE ON biteship_webhook.orders
 		'for each order in arrival order, its history trigger first');
 }
 
+# --- forwarding sees each order as it was after each event ---------------
+sql(q{SELECT biteship_webhook.create_endpoint('fwd', 'http://127.0.0.1:9/x', forward_events => '{order.status}')});
+{
+	my @fw = (body_for('fw-1', 'picked', '02'), body_for('fw-1', 'delivered', '05'),
+		body_for('fw-2', 'picked', '02'));
+	my $sock = raw_socket($node);
+	syswrite($sock, join('', map { delivery($_) } @fw));
+	my $text = '';
+	my $until = time() + 20;
+	$sock->blocking(0);
+	while (time() < $until)
+	{
+		last if (() = $text =~ /\r\n\r\n\{[^}]*\}/g) >= @fw;
+		my $buf;
+		my $r = sysread($sock, $buf, 65536);
+		last if defined $r && $r == 0;
+		if (defined $r) { $text .= $buf; next; }
+		usleep(5_000);
+	}
+	close($sock);
+	is(sql(q{SELECT string_agg((body::jsonb)->'data'->'payload'->>'order_id' || ':' || ((body::jsonb)->'data'->'payload'->>'status')
+		|| '/' || ((body::jsonb)->'data'->'order'->>'status'), ',' ORDER BY id) FROM biteship_webhook.outbox}),
+		'fw-1:picked/picked,fw-1:delivered/delivered,fw-2:picked/picked',
+		'each forwarded event carries its order as it was after that event');
+}
+
 $node->stop;
 done_testing();
