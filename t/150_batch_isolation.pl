@@ -59,6 +59,28 @@ sub delivery
 	  . 'Content-Length: ' . length($body) . "\r\n\r\n$body";
 }
 
+# Pipeline the bodies on one connection; the raw answers, once all came.
+sub pipelined
+{
+	my @b = @_;
+	my $sock = raw_socket($node);
+	syswrite($sock, join('', map { delivery($_) } @b));
+	my $text = '';
+	my $until = time() + 20;
+	$sock->blocking(0);
+	while (time() < $until)
+	{
+		last if (() = $text =~ /\r\n\r\n\{[^}]*\}/g) >= @b;
+		my $buf;
+		my $r = sysread($sock, $buf, 65536);
+		last if defined $r && $r == 0;
+		if (defined $r) { $text .= $buf; next; }
+		usleep(5_000);
+	}
+	close($sock);
+	return $text;
+}
+
 # 20 orders x 2 statuses, interleaved, and the bad order in the middle
 my @bodies;
 for my $st ([ 'picked', '02' ], [ 'delivered', '05' ])
@@ -71,21 +93,7 @@ for my $st ([ 'picked', '02' ], [ 'delivered', '05' ])
 }
 
 my $batches_before = sql("SELECT COALESCE(sum(value), 0) FROM biteship_webhook.stats WHERE name = 'batch_size_count'");
-my $s = raw_socket($node);
-syswrite($s, join('', map { delivery($_) } @bodies));
-my $got = '';
-my $deadline = time() + 20;
-$s->blocking(0);
-while (time() < $deadline)
-{
-	last if (() = $got =~ /\r\n\r\n\{[^}]*\}/g) >= @bodies;
-	my $buf;
-	my $r = sysread($s, $buf, 65536);
-	last if defined $r && $r == 0;
-	if (defined $r) { $got .= $buf; next; }
-	usleep(5_000);
-}
-close($s);
+my $got = pipelined(@bodies);
 my @answers = map { decode_json($_) } $got =~ /\r\n\r\n(\{[^}]*\})/g;
 my @codes = $got =~ m{HTTP/1\.1 (\d{3}) }g;
 is(scalar(@answers), 40, 'forty pipelined deliveries, forty answers');
@@ -141,21 +149,7 @@ CREATE TRIGGER iso_stmt AFTER INSERT OR UPDATE ON biteship_webhook.orders
 		push @fast, body_for("set-$_", @$st) for 1 .. 20;
 	}
 	my $b0 = sql("SELECT COALESCE(sum(value), 0) FROM biteship_webhook.stats WHERE name = 'batch_size_count'");
-	my $sock = raw_socket($node);
-	syswrite($sock, join('', map { delivery($_) } @fast));
-	my $text = '';
-	my $until = time() + 20;
-	$sock->blocking(0);
-	while (time() < $until)
-	{
-		last if (() = $text =~ /\r\n\r\n\{[^}]*\}/g) >= @fast;
-		my $buf;
-		my $r = sysread($sock, $buf, 65536);
-		last if defined $r && $r == 0;
-		if (defined $r) { $text .= $buf; next; }
-		usleep(5_000);
-	}
-	close($sock);
+	my $text = pipelined(@fast);
 	my @a = map { decode_json($_) } $text =~ /\r\n\r\n(\{[^}]*\})/g;
 	is(scalar(grep { $_->{state} eq 'applied' } @a), 40, 'forty more, all applied');
 	my $nb = sql("SELECT COALESCE(sum(value), 0) FROM biteship_webhook.stats WHERE name = 'batch_size_count'") - $b0;
@@ -177,21 +171,7 @@ sql(q{SELECT biteship_webhook.create_endpoint('fwd', 'http://127.0.0.1:9/x', for
 {
 	my @fw = (body_for('fw-1', 'picked', '02'), body_for('fw-1', 'delivered', '05'),
 		body_for('fw-2', 'picked', '02'));
-	my $sock = raw_socket($node);
-	syswrite($sock, join('', map { delivery($_) } @fw));
-	my $text = '';
-	my $until = time() + 20;
-	$sock->blocking(0);
-	while (time() < $until)
-	{
-		last if (() = $text =~ /\r\n\r\n\{[^}]*\}/g) >= @fw;
-		my $buf;
-		my $r = sysread($sock, $buf, 65536);
-		last if defined $r && $r == 0;
-		if (defined $r) { $text .= $buf; next; }
-		usleep(5_000);
-	}
-	close($sock);
+	my $text = pipelined(@fw);
 	is(sql(q{SELECT string_agg((body::jsonb)->'data'->'payload'->>'order_id' || ':' || ((body::jsonb)->'data'->'payload'->>'status')
 		|| '/' || ((body::jsonb)->'data'->'order'->>'status'), ',' ORDER BY id) FROM biteship_webhook.outbox}),
 		'fw-1:picked/picked,fw-1:delivered/delivered,fw-2:picked/picked',
