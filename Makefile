@@ -3,6 +3,7 @@
 MODULE_big = biteship_webhook
 EXTENSION = biteship_webhook
 DATA = biteship_webhook--0.1.0.sql biteship_webhook--0.1.0--0.2.0.sql \
+	biteship_webhook--0.2.0.sql \
 	biteship_webhook--0.2.0--0.3.0.sql \
 	biteship_webhook--0.3.0.sql
 PGFILEDESC = "biteship_webhook - Biteship webhook receiver inside PostgreSQL"

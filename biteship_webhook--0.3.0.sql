@@ -3,10 +3,11 @@
 -- complain if script is sourced in psql, rather than via CREATE EXTENSION
 \echo Use "CREATE EXTENSION biteship_webhook" to load this file. \quit
 
--- The install script of 0.3.0: the objects of 0.1.0, then what
--- biteship_webhook--0.1.0--0.2.0.sql and biteship_webhook--0.2.0--0.3.0.sql
--- do, in their order, so that a fresh install and an upgraded one are the
--- same (sql/upgrade.sql compares their catalogs).
+-- The install script of 0.3.0: the objects of 0.2.0 (as
+-- biteship_webhook--0.2.0.sql creates them), then what 0.3.0 adds, in the
+-- order biteship_webhook--0.2.0--0.3.0.sql does, so that a fresh install
+-- and an upgraded one are the same (sql/upgrade.sql compares their
+-- catalogs).
 
 -- The schema belongs to the extension: DROP EXTENSION removes it.
 CREATE SCHEMA biteship_webhook;
@@ -342,8 +343,12 @@ RETURNS trigger
 LANGUAGE C
 AS 'MODULE_PATHNAME', 'bw_config_changed';
 
+-- (per row, so that an UPDATE that matches nothing moves nothing)
 CREATE TRIGGER webhooks_config_changed
-	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON biteship_webhook.webhooks
+	AFTER INSERT OR UPDATE OR DELETE ON biteship_webhook.webhooks
+	FOR EACH ROW EXECUTE FUNCTION biteship_webhook.config_changed();
+CREATE TRIGGER webhooks_config_truncated
+	AFTER TRUNCATE ON biteship_webhook.webhooks
 	FOR EACH STATEMENT EXECUTE FUNCTION biteship_webhook.config_changed();
 
 --
@@ -393,26 +398,6 @@ ALTER FUNCTION biteship_webhook.stats()
 
 REVOKE ALL ON FUNCTION biteship_webhook.config_changed() FROM PUBLIC;
 REVOKE ALL ON biteship_webhook.application_triggers FROM PUBLIC;
-
---
--- What 0.3.0 adds.
---
-
--- 0.3.0: the outbox (durable outbound HTTP, signed forwarding) and
--- reconciliation with Biteship's API.
-
---
--- The configuration triggers become per row (0.2.0 had one per statement),
--- so that an UPDATE that matches nothing moves nothing; TRUNCATE keeps a
--- statement trigger.
---
-DROP TRIGGER webhooks_config_changed ON biteship_webhook.webhooks;
-CREATE TRIGGER webhooks_config_changed
-	AFTER INSERT OR UPDATE OR DELETE ON biteship_webhook.webhooks
-	FOR EACH ROW EXECUTE FUNCTION biteship_webhook.config_changed();
-CREATE TRIGGER webhooks_config_truncated
-	AFTER TRUNCATE ON biteship_webhook.webhooks
-	FOR EACH STATEMENT EXECUTE FUNCTION biteship_webhook.config_changed();
 
 --
 -- The outbox: durable outbound HTTP.
@@ -639,6 +624,39 @@ AS 'MODULE_PATHNAME', 'bw_purge_outbox';
 
 --
 -- The stats view, with the outbox's backlog.
+--
+CREATE OR REPLACE VIEW biteship_webhook.stats AS
+	SELECT name, labels, value FROM biteship_webhook.stats()
+	UNION ALL
+	SELECT 'backlog_events', jsonb_build_object('state', s.state), count(e.id)::float8
+	  FROM (VALUES ('failed'), ('pending')) s(state)
+	  LEFT JOIN biteship_webhook.events e
+	    ON e.state = s.state AND e.state IN ('failed', 'pending')
+	 GROUP BY s.state
+	UNION ALL
+	SELECT 'backlog_oldest_age_seconds', jsonb_build_object('state', s.state),
+	       COALESCE(extract(epoch FROM now() - min(e.received_at)), 0)::float8
+	  FROM (VALUES ('failed'), ('pending')) s(state)
+	  LEFT JOIN biteship_webhook.events e
+	    ON e.state = s.state AND e.state IN ('failed', 'pending')
+	 GROUP BY s.state
+	UNION ALL
+	SELECT 'outbox_backlog', jsonb_build_object('endpoint', p.name, 'state', s.state),
+	       (SELECT count(*) FROM biteship_webhook.outbox o
+	         WHERE o.endpoint_id = p.id AND o.state = s.state)::float8
+	  FROM biteship_webhook.endpoints p
+	 CROSS JOIN (VALUES ('pending'), ('dead')) s(state)
+	UNION ALL
+	SELECT 'outbox_oldest_pending_age_seconds', jsonb_build_object('endpoint', p.name),
+	       COALESCE((SELECT extract(epoch FROM now() - min(o.queued_at))
+	                   FROM biteship_webhook.outbox o
+	                  WHERE o.endpoint_id = p.id AND o.state = 'pending'), 0)::float8
+	  FROM biteship_webhook.endpoints p
+	UNION ALL
+	SELECT 'outbox_endpoint_enabled', jsonb_build_object('endpoint', p.name),
+	       CASE WHEN p.enabled THEN 1 ELSE 0 END::float8
+	  FROM biteship_webhook.endpoints p;
+
 REVOKE ALL ON biteship_webhook.endpoints, biteship_webhook.outbox,
 	biteship_webhook.outbox_attempts FROM PUBLIC;
 REVOKE ALL ON FUNCTION
@@ -653,6 +671,10 @@ REVOKE ALL ON FUNCTION
 	biteship_webhook.retry_dead(text),
 	biteship_webhook.purge_outbox(interval, boolean)
 	FROM PUBLIC;
+
+--
+-- What 0.3.0 adds.
+--
 
 --
 -- Reconciliation with Biteship's API.
@@ -770,8 +792,8 @@ REVOKE ALL ON FUNCTION
 	FROM PUBLIC;
 
 --
--- The stats view, with the outbox's backlog and the gaps: stale active
--- orders and the backfill queue per environment.  (The API calls, the healed orders and the age of
+-- The stats view, with the gaps: stale active orders and the backfill
+-- queue per environment.  (The API calls, the healed orders and the age of
 -- the newest delivery per webhook come from shared memory, in stats().)
 --
 CREATE OR REPLACE VIEW biteship_webhook.stats AS
