@@ -1640,6 +1640,34 @@ bw_apply_room(void)
 }
 
 /*
+ * In the PG_CATCH of an apply's subtransaction: take the error, roll the
+ * subtransaction back (and the notifications it collected, from mark on),
+ * and restore the caller's memory context, resource owner and interrupt
+ * holdoff (an ERROR resets the count; a listener holding interrupts for its
+ * batch keeps them held).  A query cancel that is not the apply deadline is
+ * re-thrown; anything else is returned, in the caller's context.
+ */
+static ErrorData *
+rollback_apply(MemoryContext oldcontext, ResourceOwner oldowner,
+			   uint32 save_holdoff, int mark)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(oldcontext);
+	edata = CopyErrorData();
+	FlushErrorState();
+	RollbackAndReleaseCurrentSubTransaction();
+	notify_rollback_to(mark);
+	MemoryContextSwitchTo(oldcontext);
+	CurrentResourceOwner = oldowner;
+	InterruptHoldoffCount = save_holdoff;
+
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && !apply_deadline_passed)
+		ReThrowError(edata);
+	return edata;
+}
+
+/*
  * Apply a payload in a subtransaction of its own.  Returns NULL on success,
  * or the error message (in the caller's context) after rolling back only
  * the subtransaction.  A query cancel is not swallowed, it is re-thrown,
@@ -1709,24 +1737,7 @@ apply_in_subxact(int64 event_id, const char *webhook, const char *environment,
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		notify_rollback_to(mark);
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-
-		/*
-		 * An ERROR resets the interrupt holdoff count; restore the caller's,
-		 * so that a listener holding interrupts for its batch keeps them held.
-		 */
-		InterruptHoldoffCount = save_holdoff;
-
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && !apply_deadline_passed)
-			ReThrowError(edata);
+		ErrorData  *edata = rollback_apply(oldcontext, oldowner, save_holdoff, mark);
 
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 			error = psprintf("apply did not finish within the apply timeout (%d ms)",
@@ -2503,19 +2514,8 @@ apply_set_based(BwDelivery **ds, int n)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = rollback_apply(oldcontext, oldowner, save_holdoff, mark);
 
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		notify_rollback_to(mark);
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-		InterruptHoldoffCount = save_holdoff;
-
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && !apply_deadline_passed)
-			ReThrowError(edata);
 		ereport(DEBUG1,
 				(errmsg_internal("set-based apply of %d events failed, applying them one by one: %s",
 								 n, edata->message)));
