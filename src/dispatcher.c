@@ -124,15 +124,23 @@ apply_due_events(void)
 	}
 	SPI_finish();
 
-	bw_apply_deadline_arm();
-	for (int i = 0; i < n && bw_apply_room(); i++)
+	/*
+	 * Only with work to do: timeout.c leaves its interval timer running when
+	 * the deadline is disarmed, and that SIGALRM sets our latch.  Arming on
+	 * every wake-up would wake an idle dispatcher every apply_timeout.
+	 */
+	if (n > 0)
 	{
-		char	   *error;
+		bw_apply_deadline_arm();
+		for (int i = 0; i < n && bw_apply_room(); i++)
+		{
+			char	   *error;
 
-		bw_apply_stored_event(ids[i], "webhook", &error);
-		done++;
+			bw_apply_stored_event(ids[i], "webhook", &error);
+			done++;
+		}
+		bw_apply_deadline_disarm();
 	}
-	bw_apply_deadline_disarm();
 	commit_xact();
 	/* stopped early: come back at once for the rest */
 	return done < n ? APPLY_BATCH : n;

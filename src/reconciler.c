@@ -403,16 +403,24 @@ turn_transaction(BwApiRequest **done, int ndone)
 				}
 				seeded = true;
 			}
-			bw_apply_deadline_arm();
-			for (int i = 0; i < ndone; i++)
+			/*
+			 * Armed only for answers: a disarmed deadline leaves timeout.c's
+			 * timer running, and its SIGALRM sets our latch, which would
+			 * make an idle reconciler claim again every apply_timeout.
+			 */
+			if (ndone > 0)
 			{
-				BwApiAnswer a;
-				bool		have;
+				bw_apply_deadline_arm();
+				for (int i = 0; i < ndone; i++)
+				{
+					BwApiAnswer a;
+					bool		have;
 
-				(void) bw_api_finish(done[i], &a, &have);
-				CommandCounterIncrement();
+					(void) bw_api_finish(done[i], &a, &have);
+					CommandCounterIncrement();
+				}
+				bw_apply_deadline_disarm();
 			}
-			bw_apply_deadline_disarm();
 			for (int e = 0; e < BW_NENVIRONMENTS; e++)
 			{
 				EnvState   *es = &envs[e];

@@ -479,6 +479,46 @@ RETURNING order_id});
 }
 
 ###
+### Idle workers sleep.  PostgreSQL's timeout.c leaves its interval timer
+### running when a timeout is disabled, and the SIGALRM sets the latch: a
+### worker that armed its apply deadline on every wake-up woke itself every
+### apply_timeout, for ever.  With a 1 s apply_timeout, wake every worker
+### (a reload, a delivery), let the one stale alarm pass, and count their
+### context switches over 5 s: none is woken (1 allowed for a stray signal;
+### the old behaviour made one a second).
+###
+{
+	set_conf($node, apply_timeout => '1s');
+	my ($status) = post($node, status_body('idle-1'));
+	is($status, 200, 'a delivery before going idle');
+	sleep 3;
+	my @pids;
+	for my $kind (qw(dispatcher reconciler outbound listener))
+	{
+		my @w = worker_pids($node, $kind);
+		push @pids, map { [ "$_", $kind ] } @w;
+	}
+	my $switches = sub {
+		my ($pid) = @_;
+		open(my $fh, '<', "/proc/$pid/status") or return -1;
+		my $n = 0;
+		while (my $line = <$fh>)
+		{
+			$n += $1 if $line =~ /^(?:non)?voluntary_ctxt_switches:\s+(\d+)/;
+		}
+		return $n;
+	};
+	my %before = map { $_->[0] => $switches->($_->[0]) } @pids;
+	sleep 5;
+	for my $p (@pids)
+	{
+		my $d = $switches->($p->[0]) - $before{ $p->[0] };
+		cmp_ok($d, '<=', 1, "the idle $p->[1] (pid $p->[0]) is not woken: $d context switches in 5 s");
+	}
+	set_conf($node, apply_timeout => undef);
+}
+
+###
 ### A standby answers 503.
 ###
 {
