@@ -5,7 +5,8 @@ EXTENSION = biteship_webhook
 DATA = biteship_webhook--0.1.0.sql biteship_webhook--0.1.0--0.2.0.sql \
 	biteship_webhook--0.2.0.sql \
 	biteship_webhook--0.2.0--0.3.0.sql \
-	biteship_webhook--0.3.0.sql
+	biteship_webhook--0.3.0.sql biteship_webhook--0.3.0--0.4.0.sql \
+	biteship_webhook--0.4.0.sql
 PGFILEDESC = "biteship_webhook - Biteship webhook receiver inside PostgreSQL"
 
 # Pure C layers (no backend calls): HTTP framing, transports, payload helpers.

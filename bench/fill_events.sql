@@ -68,4 +68,4 @@ FROM (
 	) c
 	OFFSET 0
 ) x
-ON CONFLICT (webhook_id, body_sha256) WHERE state <> 'rejected' DO NOTHING;
+ON CONFLICT DO NOTHING;

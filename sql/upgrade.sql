@@ -53,6 +53,11 @@ SELECT count(*) AS forwarded FROM biteship_webhook.outbox WHERE ordering_key = '
 SELECT biteship_webhook.send('relay', '{"hello": "upgraded"}') > 0 AS sent;
 SELECT rolname FROM pg_roles WHERE rolname IN ('biteship_webhook_apply', 'biteship_webhook_outbox', 'biteship_webhook_sync') ORDER BY 1;
 SELECT count(*) AS order_syncs FROM biteship_webhook.order_syncs;
+-- the dedup key of 0.4.0 still finds what was logged before the update,
+-- with an order id and without one
+SELECT state, event_id = (SELECT min(id) FROM biteship_webhook.events WHERE order_id IS NOT NULL) AS original
+  FROM biteship_webhook.ingest('up', :'picking_up'::text, :'sig');
+SELECT state FROM biteship_webhook.ingest('up', '{"event":"order.status","status":"picked"}'::text, :'sig');
 
 -- The catalog of the extension, by name: relations, columns, defaults,
 -- indexes, constraints, triggers, functions and their attributes, views,
@@ -122,3 +127,19 @@ CREATE TEMP TABLE fresh AS SELECT * FROM pg_temp.bw_catalog();
 UNION ALL
 (SELECT 'only in a fresh install', * FROM fresh EXCEPT ALL SELECT 'only in a fresh install', * FROM upgraded)
 ORDER BY 1, 2, 3;
+
+-- The library on a 0.3.0 schema, before ALTER EXTENSION UPDATE: the old
+-- dedup index still deduplicates, and the update carries it over.
+DROP EXTENSION biteship_webhook CASCADE;
+CREATE EXTENSION biteship_webhook VERSION '0.3.0';
+SELECT biteship_webhook.create_webhook('up', '/biteship/up',
+	signature_key => 'X-Biteship-Signature', signature_secret => 'up-secret');
+SELECT state FROM biteship_webhook.ingest('up', :'picking_up'::text, :'sig');
+SELECT state FROM biteship_webhook.ingest('up', :'picking_up'::text, :'sig');
+SELECT state FROM biteship_webhook.ingest('up', '{"event":"order.status","status":"picked"}'::text, :'sig');
+SELECT state FROM biteship_webhook.ingest('up', '{"event":"order.status","status":"picked"}'::text, :'sig');
+ALTER EXTENSION biteship_webhook UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'biteship_webhook';
+SELECT state FROM biteship_webhook.ingest('up', :'picking_up'::text, :'sig');
+SELECT state FROM biteship_webhook.ingest('up', :'delivered'::text, :'sig');
+SELECT order_id, delivery_count FROM biteship_webhook.events ORDER BY id;

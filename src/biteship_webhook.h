@@ -32,7 +32,7 @@
 #define BW_CREATE_WAIT_EVENT_SET(nevents) CreateWaitEventSet(TopMemoryContext, (nevents))
 #endif
 
-#define BW_VERSION			"0.2.0"
+#define BW_VERSION			"0.4.0"
 #define BW_SCHEMA			"biteship_webhook"
 #define BW_NOTIFY_CHANNEL	"biteship_webhook"
 #define BW_SHA256_LEN		32

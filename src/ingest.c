@@ -205,8 +205,7 @@ prepare_plans(void)
 								"        $13, $14, $15, $16, "
 								"        CASE WHEN $14 = 'applied' THEN $3 END, $3, "
 								"        CASE WHEN $14 = 'pending' THEN $3 END) "
-								"ON CONFLICT (webhook_id, body_sha256) WHERE state <> 'rejected' "
-								"DO NOTHING RETURNING id",
+								"ON CONFLICT DO NOTHING RETURNING id",
 								17, types);
 	}
 	{
@@ -240,22 +239,30 @@ prepare_plans(void)
 									"            remote_addr, secret_id, http_status, state, last_error, "
 									"            attempts, id, ord) "
 									" ORDER BY u.ord "
-									"ON CONFLICT (webhook_id, body_sha256) WHERE state <> 'rejected' "
-									"DO NOTHING RETURNING id",
+									"ON CONFLICT DO NOTHING RETURNING id",
 									17, types);
 #undef EVENT_COLUMNS
 	}
 	{
-		Oid			types[3] = {INT4OID, BYTEAOID, TIMESTAMPTZOID};
+		Oid			types[4] = {INT4OID, BYTEAOID, TIMESTAMPTZOID, TEXTOID};
 
+		/*
+		 * The original of a redelivery, found by the whole dedup key: the
+		 * webhook, the first 8 characters of the order id and the digest
+		 * (see events_dedup_idx).  On a 0.3.0 schema, whose index has no
+		 * order column, the same condition is a filter on the index's hit.
+		 */
 		p_redelivery = prepare_kept(
 									   "UPDATE biteship_webhook.events "
 									   "   SET delivery_count = delivery_count + 1, "
 									   "       last_delivery_at = GREATEST(last_delivery_at, $3) "
-									   " WHERE webhook_id = $1 AND body_sha256 = $2 "
+									   " WHERE webhook_id = $1 "
+									   "   AND pg_catalog.substr(COALESCE(order_id, ''), 1, 8) COLLATE \"C\" "
+									   "       OPERATOR(pg_catalog.=) pg_catalog.substr(COALESCE($4, ''), 1, 8) "
+									   "   AND body_sha256 = $2 "
 									   "   AND state <> 'rejected' "
 									   "RETURNING id, state",
-									   3, types);
+									   4, types);
 	}
 	{
 		Oid			types[7] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, INT4OID,
@@ -499,10 +506,7 @@ prepare_plans(void)
 									"  http_status, state, last_error, attempts, last_delivery_at) "
 									"VALUES (0, $1, $2, 'api.order', $3, $4, $5, $6, $7, $8, $9, "
 									"        $10, $11, 0, $2) "
-									"ON CONFLICT (webhook_id, body_sha256) WHERE state <> 'rejected' "
-									"DO UPDATE SET delivery_count = e.delivery_count OPERATOR(pg_catalog.+) 1, "
-									"  last_delivery_at = GREATEST(e.last_delivery_at, EXCLUDED.last_delivery_at) "
-									"RETURNING id, (e.xmax OPERATOR(pg_catalog.=) '0'::pg_catalog.xid) AS inserted, state",
+									"ON CONFLICT DO NOTHING RETURNING id",
 									11, types);
 	}
 
@@ -1907,7 +1911,7 @@ insert_event(LogRow *r)
 	 */
 	for (int round = 0;; round++)
 	{
-		Datum		uv[3];
+		Datum		uv[4];
 		bool		isnull;
 
 		ret = SPI_execute_plan(plan_insert_event, values, nulls, false, 0);
@@ -1923,7 +1927,9 @@ insert_event(LogRow *r)
 		uv[0] = values[0];
 		uv[1] = values[6];
 		uv[2] = values[2];
-		ret = SPI_execute_plan(plan_redelivery, uv, NULL, false, 0);
+		uv[3] = values[4];
+		ret = SPI_execute_plan(plan_redelivery, uv, nulls[4] == 'n' ? "   n" : NULL,
+							   false, 0);
 		if (ret != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not record redelivery: %s", SPI_result_code_string(ret));
 		if (SPI_processed == 1)
@@ -2893,11 +2899,35 @@ ingest_api_answer(BwApiAnswer *a, BwApiOrder *apip, bool parsed)
 		values[8] = Int16GetDatum((int16) Max(Min(a->http_status, 999), 0));
 		values[9] = CStringGetTextDatum(state);
 		values[10] = text_or_null(logged_error, &nulls[10]);
-		exec_plan(plan_insert_api_event, values, nulls, SPI_OK_INSERT_RETURNING);
+
+		/*
+		 * Insert, or count one more delivery of the same answer, as
+		 * insert_event() does for webhook deliveries (and with its loop, for
+		 * an original the retention purge deletes in between).
+		 */
+		for (int round = 0;; round++)
+		{
+			Datum		uv[4];
+
+			exec_plan(plan_insert_api_event, values, nulls, SPI_OK_INSERT_RETURNING);
+			inserted = SPI_processed == 1;
+			if (inserted)
+				break;
+			uv[0] = Int32GetDatum(0);
+			uv[1] = values[4];
+			uv[2] = values[1];
+			uv[3] = values[2];
+			exec_plan(plan_redelivery, uv, NULL, SPI_OK_UPDATE_RETURNING);
+			if (SPI_processed == 1)
+				break;
+			if (round >= 10)
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("could not record an API answer: its original keeps disappearing")));
+			CHECK_FOR_INTERRUPTS();
+		}
 		a->event_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 												  SPI_tuptable->tupdesc, 1, &isnull));
-		inserted = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-											  SPI_tuptable->tupdesc, 2, &isnull));
 		if (!inserted)
 		{
 			/* the same answer as last time: nothing has changed since */

@@ -60,7 +60,7 @@ is( sql("SELECT count(*), sum(delivery_count), max(delivery_count)
 	($total - 1) . "|$total|2", 'the redelivery is one event, delivered twice');
 is( sql("SELECT DISTINCT headers->>'user-agent' || ' ' || (headers->>'x-biteship-signature')
 	       FROM biteship_webhook.events WHERE order_id = 'send-order-1'"),
-	'biteship_webhook-send/0.3.0 [redacted]', 'signed, and the secret is not logged');
+	'biteship_webhook-send/0.4.0 [redacted]', 'signed, and the secret is not logged');
 
 # --- several instant orders at a rate ------------------------------------
 ($rc, $out, $err) = send_cmd($SECRET, '--count', '3', '--rate', '100', '--courier', 'gojek',
