@@ -144,6 +144,8 @@ static uint64 paths_generation = 0;
 static bool paths_loaded = false;
 static bool paths_reload = false;	/* the cache is known to be stale */
 static bool extension_seen = false; /* the last reload found the extension */
+static bool notify_pending = false; /* a committed batch's NOTIFYs to send */
+static bool stats_pending = false;	/* a batch ran: report statistics */
 
 static void close_listen_sockets(void);
 static void open_listen_sockets(void);
@@ -1221,20 +1223,18 @@ run_batch_transaction(Job *jobs, int njobs)
 	bw_worker_set_cancel_on_term(false);
 	QueryCancelPending = false;
 
-	/* the batch's NOTIFYs, after its commit (see bw_notify_defer_send) */
+	/*
+	 * The batch's NOTIFYs go out after its commit (see bw_notify_defer_send),
+	 * and after its answers: finish_batch().
+	 */
 	if (committed)
-		bw_notify_defer_send();
+		notify_pending = true;
 	else
 		bw_notify_defer_discard();
+	stats_pending = true;
 
 	MemoryContextSwitchTo(oldcxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
-
-	/*
-	 * Report table and WAL statistics (rate-limited inside): autovacuum
-	 * relies on them to vacuum orders and the events log.
-	 */
-	pgstat_report_stat(false);
 
 	if (!committed)
 	{
@@ -1246,6 +1246,28 @@ run_batch_transaction(Job *jobs, int njobs)
 				set_answer(&jobs[i], 503, "database unavailable, retry later");
 			}
 		}
+	}
+}
+
+/*
+ * What a batch leaves for after its answers are sent: nothing in it can
+ * change an answer, and the clients need not wait for it.  The NOTIFYs of
+ * a committed batch, in a short transaction of their own; then table and
+ * WAL statistics (rate-limited inside), which autovacuum relies on to
+ * vacuum orders and the events log.
+ */
+static void
+finish_batch(void)
+{
+	if (notify_pending)
+	{
+		notify_pending = false;
+		bw_notify_defer_send();
+	}
+	if (stats_pending)
+	{
+		stats_pending = false;
+		pgstat_report_stat(false);
 	}
 }
 
@@ -1611,6 +1633,7 @@ bw_listener_main(Datum main_arg)
 		service_epoll();
 		leftover = process_batch();
 		flush_clients();
+		finish_batch();
 
 		bw_stats_flush(&local_stats);
 		bw_stats_set_connections(listener_id, nclients + nrefusing);
