@@ -421,10 +421,18 @@ def cpu_per_delivery(runs):
         lis = next((r for r in ok if r.get("kind") == "listener" and r.get("concurrency") == c
                     and r.get("apply_mode") == "inline" and r.get("workers") == 1
                     and "paced" not in r.get("scenario", "")), None)
+        lis2 = next((r for r in ok if r.get("kind") == "listener" and r.get("concurrency") == c
+                     and r.get("apply_mode") == "inline" and r.get("workers") == 2
+                     and "paced" not in r.get("scenario", "")), None)
         pgb = next((r for r in ok if r.get("kind") == "pgbench" and r.get("concurrency") == c), None)
+        cte = next((r for r in ok if r.get("kind") == "cte" and r.get("concurrency") == c), None)
         f = server_us(fl)
-        for label, r in (("listener (inline, 1 worker)", lis), ("pgbench ingest() ceiling, 1 per statement", pgb),
+        for label, r in (("listener (inline, 1 worker)", lis), ("listener (inline, 2 workers)", lis2),
+                         ("pgbench ingest() ceiling, 1 per statement", pgb),
+                         ("one-statement ceiling (the peer's writes as one CTE)", cte),
                          ("set-based floor", fl)):
+            if r is None and label.startswith("listener (inline, 2"):
+                continue
             if r is None:
                 L.append("| %s | %s | not run |  |  |  |  |" % (label, c))
                 continue
@@ -433,6 +441,100 @@ def cpu_per_delivery(runs):
                 label, c, fmt(r.get("rps"), 0), fmt(u, 1), fmt(r.get("cpu_client_ms_per_1k"), 1),
                 "x" + fmt(u / f, 2) if (u is not None and f) else "-",
                 "yes" if r.get("rows_ok") else "NO: " + r.get("rows_note", "")))
+    return L
+
+
+def plain_listener(r, c=None):
+    """A listener run of the main grid: not paced, TLS or on the filled log."""
+    return (r.get("kind") == "listener" and r.get("status") == "ok" and not r.get("tls")
+            and not r.get("scale") and "paced" not in r.get("scenario", "")
+            and (c is None or r.get("concurrency") == c))
+
+
+def goals(runs, extra):
+    """The ingest goals, each computed from this run's own records."""
+    ok = [r for r in runs if r.get("status") == "ok"]
+
+    def one(kind, c, **kw):
+        for r in ok:
+            if r.get("kind") == kind and r.get("concurrency") == c and not r.get("scale") \
+                    and all(r.get(k) == v for k, v in kw.items()):
+                return r
+        return None
+
+    def best(c):
+        cand = [r for r in ok if plain_listener(r, c)]
+        return max(cand, key=lambda r: r.get("rps") or 0) if cand else None
+
+    def cfg(r):
+        return "%s, %s worker%s" % (r.get("apply_mode"), r.get("workers"), "" if r.get("workers") == 1 else "s")
+
+    def verdict(b):
+        return "-" if b is None else ("met" if b else "**not met**")
+
+    rows = []
+    for c in (32, 128):
+        fl = one("floor", c)
+        f = server_us(fl) if fl else None
+        parts, met = [], None
+        for w in (1, 2):
+            lis = next((r for r in ok if plain_listener(r, c) and r.get("apply_mode") == "inline"
+                        and r.get("workers") == w), None)
+            u = server_us(lis) if lis else None
+            if u is not None and f:
+                parts.append("%d worker%s: %s vs %s µs, x%s" % (w, "" if w == 1 else "s", fmt(u, 1), fmt(f, 1),
+                                                                fmt(u / f, 2)))
+                met = (met or False) or u / f <= 1.2
+        rows.append(("CPU per delivery at most 1.2x the set-based floor, c=%d" % c,
+                     "; ".join(parts) or "not run", verdict(met if parts else None)))
+    for c, kind, label, need in ((32, "cte", "the one-statement (CTE) ceiling", 2.0),
+                                 (128, "node", "the 5-round-trip Node peer", 6.0)):
+        b, o = best(c), one(kind, c)
+        if b and o and o.get("rps"):
+            x = b["rps"] / o["rps"]
+            rows.append(("c=%d: at least %gx %s" % (c, need, label),
+                         "%s vs %s req/s: x%s (best: %s)" % (fmt(b["rps"], 0), fmt(o["rps"], 0), fmt(x, 2), cfg(b)),
+                         verdict(x >= need)))
+        else:
+            rows.append(("c=%d: at least %gx %s" % (c, need, label), "not run", "-"))
+    l2 = next((r for r in ok if plain_listener(r, 32) and r.get("apply_mode") == "inline"
+               and r.get("workers") == 2), None)
+    if l2:
+        rows.append(("p99 at c=32 with 2 workers at most 5 ms", "%s ms" % fmt(l2.get("p99_ms"), 2),
+                     verdict((l2.get("p99_ms") or 1e9) <= 5)))
+        rows.append(("p99.9 at c=32 with 2 workers at most 20 ms", "%s ms" % fmt(l2.get("p999_ms"), 2),
+                     verdict((l2.get("p999_ms") or 1e9) <= 20)))
+    paced = [r for r in ok if r.get("kind") == "listener" and "paced" in r.get("scenario", "")]
+    if paced:
+        rows.append(("p99 at half the peak rate at most 2 ms",
+                     "; ".join("%s: %s ms at %s req/s" % (r["scenario"].replace("listener inline, ", ""),
+                                                          fmt(r.get("p99_ms"), 2), fmt(r.get("rps"), 0))
+                               for r in paced),
+                     verdict(all((r.get("p99_ms") or 1e9) <= 2 for r in paced))))
+    sc = (extra.get("scale") or {}).get("listener")
+    if sc:
+        rows.append(("5M-event log right after a checkpoint within 15% of the empty log",
+                     "%s vs %s req/s: %+.1f%%" % (fmt(sc.get("full_rps"), 0), fmt(sc.get("empty_rps"), 0),
+                                                  sc.get("change_pct") or 0.0),
+                     verdict(sc.get("within_15pct"))))
+    rss = extra.get("rss")
+    if rss and rss.get("status") == "ok":
+        rows.append(("RSS flat over a million requests",
+                     "RssAnon %s -> %s kB over %s requests" % (fmt(rss.get("anon_small_kb"), 0),
+                                                               fmt(rss.get("anon_large_kb"), 0),
+                                                               fmt(rss.get("at_large"), 0)),
+                     verdict((rss.get("anon_growth_kb") or 0) < 2048)))
+    idle = extra.get("idle")
+    if idle and idle.get("status") == "ok":
+        rows.append(("idle workers make zero wake-ups",
+                     ", ".join("%s %s" % (p["name"], p["switches"]) for p in idle.get("procs", [])) +
+                     " context switches in %s s" % idle.get("seconds"),
+                     verdict(all(p["switches"] == 0 for p in idle.get("procs", [])))))
+    if not rows:
+        return []
+    L = ["", "## Ingest goals, from this run", "", "| goal | result | verdict |", "|---|---|---|"]
+    for g, r, v in rows:
+        L.append("| %s | %s | %s |" % (g, r, v))
     return L
 
 
@@ -490,6 +592,10 @@ def cmd_summary(args):
     if best is not None and best is not lis:
         L.append(ratio_line("best listener config (%s) vs Node peer" % best["scenario"], best, node))
         L.append(ratio_line("best listener config (%s) vs pgbench ceiling" % best["scenario"], best, pgb))
+    cte = next((r for r in runs if r.get("kind") == "cte" and r.get("status") == "ok"
+                and r.get("concurrency") == 32), None)
+    if cte is not None:
+        L.append(ratio_line("listener (inline, 1 worker) vs one-statement (CTE) ceiling", lis, cte))
     L.extend(cpu_per_delivery(runs))
     L.append("")
     L.append("## Scale and cost")
@@ -559,6 +665,23 @@ def cmd_summary(args):
         L.append("- target: zero; %s" % ("met" if all(p["switches"] == 0 for p in idle.get("procs", [])) else "NOT met"))
     else:
         L.append("- idle wake-ups: %s" % ((idle or {}).get("note") or "not run"))
+    L.extend(goals(runs, extra))
+    prof = extra.get("profile")
+    if prof:
+        L.append("")
+        L.append("## Profile of the listener at c=32 (inline, 1 worker)")
+        L.append("")
+        L.append("`perf record -g` of the listener worker in an extra run; functions by inclusive share "
+                 "(`%s`, at least 2%%):" % prof)
+        L.append("")
+        L.append("```")
+        try:
+            with open(os.path.join(d, prof)) as f:
+                lines = [x.rstrip() for x in f if x.strip() and not x.startswith("#")]
+            L.extend(lines[:45])
+        except OSError:
+            L.append("(missing)")
+        L.append("```")
     notes = extra.get("notes") or []
     if notes:
         L.append("")
@@ -688,7 +811,7 @@ def main():
     p = sub.add_parser("record")
     p.add_argument("--out", required=True)
     p.add_argument("--scenario", required=True)
-    p.add_argument("--kind", choices=["listener", "node", "pgbench", "floor"], required=True)
+    p.add_argument("--kind", choices=["listener", "node", "pgbench", "floor", "cte"], required=True)
     p.add_argument("--deliveries-per-tx", type=int, default=1)
     p.add_argument("--concurrency", type=int)
     p.add_argument("--apply-mode")
