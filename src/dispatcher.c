@@ -82,20 +82,16 @@ extension_ready(void)
  * Apply one batch of due events: pending ones and failed ones whose retry
  * time has come.  They are claimed oldest-due first, then applied in order
  * of (environment, order id), the order the listeners lock orders in, so
- * that the dispatcher and the listeners cannot deadlock.  A due event
- * brings along the failed events of its order that came before it and
- * wait for a later retry (their backoff grew with more attempts), so that
- * an order's events are retried in the order they arrived: applied alone,
- * the newer one would go first and the older one become a late status.
- * The batch stops early at the apply deadline, or before the
- * subtransactions of its applies could overflow the subtransaction cache;
- * the rest stays due.  Returns how many were processed (APPLY_BATCH: there
- * may be more), or -1 when the extension is not installed.
+ * that the dispatcher and the listeners cannot deadlock.  The batch stops
+ * early at the apply deadline, or before the subtransactions of its
+ * applies could overflow the subtransaction cache; the rest stays due.
+ * Returns how many were processed (APPLY_BATCH: there may be more), or -1
+ * when the extension is not installed.
  */
 static int
 apply_due_events(void)
 {
-	int64		ids[2 * APPLY_BATCH];
+	int64		ids[APPLY_BATCH];
 	int			n = 0;
 	int			done = 0;
 	int			ret;
@@ -109,27 +105,16 @@ apply_due_events(void)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	ret = SPI_execute("WITH due AS ("
+	ret = SPI_execute("SELECT id FROM ("
 					  " SELECT id, environment, order_id FROM biteship_webhook.events "
 					  "  WHERE state IN ('pending', 'failed') "
 					  "    AND next_attempt_at <= pg_catalog.clock_timestamp() "
 					  "  ORDER BY next_attempt_at "
 					  "  LIMIT " CppAsString2(APPLY_BATCH)
-					  "  FOR UPDATE SKIP LOCKED), "
-					  "earlier AS ("
-					  " SELECT e.id, e.environment, e.order_id FROM biteship_webhook.events e "
-					  "  WHERE e.state = 'failed' "
-					  "    AND e.next_attempt_at > pg_catalog.clock_timestamp() "
-					  "    AND EXISTS (SELECT FROM due d "
-					  "                 WHERE d.environment = e.environment "
-					  "                   AND d.order_id = e.order_id AND d.id > e.id) "
-					  "  LIMIT " CppAsString2(APPLY_BATCH)
-					  "  FOR UPDATE SKIP LOCKED) "
-					  "SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM earlier) b "
+					  "  FOR UPDATE SKIP LOCKED) due "
 					  "ORDER BY environment, order_id COLLATE \"C\", id", false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not select due events: %s", SPI_result_code_string(ret));
-	Assert(SPI_processed <= lengthof(ids));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -157,8 +142,8 @@ apply_due_events(void)
 		bw_apply_deadline_disarm();
 	}
 	commit_xact();
-	/* stopped early, or a full batch: come back at once for the rest */
-	return (done < n || n >= APPLY_BATCH) ? APPLY_BATCH : n;
+	/* stopped early: come back at once for the rest */
+	return done < n ? APPLY_BATCH : n;
 }
 
 /*

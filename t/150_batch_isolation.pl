@@ -132,35 +132,6 @@ is(sql("SELECT string_agg(tg || ':' || status, ',' ORDER BY n) FROM public.fired
 	'history:picked,INSERT:picked,history:delivered,UPDATE:delivered',
 	'with each trigger once, in order (the history trigger first, as for every delivery)');
 
-# Two refused events of one order whose retries fell out of step (the first
-# was retried and refused more often, so its backoff is longer): when the
-# second comes due, the first is retried with it, before it.
-sql("CREATE OR REPLACE FUNCTION public.on_order() RETURNS trigger LANGUAGE plpgsql AS \$\$
-BEGIN
-	IF NEW.order_id = 'iso-retry' THEN
-		RAISE EXCEPTION 'the application refuses %', NEW.order_id;
-	END IF;
-	INSERT INTO public.fired (tg, order_id, status) VALUES (TG_OP, NEW.order_id, NEW.status);
-	RETURN NULL;
-END \$\$");
-$got = pipelined(body_for('iso-retry', 'picked', '02'), body_for('iso-retry', 'delivered', '05'));
-is(scalar(() = $got =~ /"state":"failed"/g), 2, 'both events of the refused order failed');
-sql(q{
-BEGIN;
-CREATE OR REPLACE FUNCTION public.on_order() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN INSERT INTO public.fired (tg, order_id, status) VALUES (TG_OP, NEW.order_id, NEW.status); RETURN NULL; END $$;
-UPDATE biteship_webhook.events
-   SET next_attempt_at = clock_timestamp() + CASE WHEN payload->>'status' = 'picked'
-                                                  THEN interval '1 hour' ELSE interval '1 second' END
- WHERE order_id = 'iso-retry';
-COMMIT;
-});
-ok(wait_for(30, sub { sql("SELECT count(*) FROM biteship_webhook.events WHERE order_id = 'iso-retry' AND state = 'applied'") eq '2' }),
-	'the due event brings the earlier one of its order, not due for an hour');
-is(sql("SELECT string_agg(tg || ':' || status, ',' ORDER BY n) FROM public.fired WHERE order_id = 'iso-retry'"),
-	'history:picked,INSERT:picked,history:delivered,UPDATE:delivered',
-	'retried in arrival order: the order row saw both statuses');
-
 # --- the same without a refusal: applied set-based, with the same triggers
 sql(q{
 CREATE TABLE public.stmts (n bigserial);
