@@ -453,7 +453,7 @@ def plain_listener(r, c=None):
 
 def goals(runs, extra):
     """The ingest goals, each computed from this run's own records."""
-    ok = [r for r in runs if r.get("status") == "ok"]
+    ok = [r for r in runs if r.get("status") == "ok" and r.get("rows_ok")]
 
     def one(kind, c, **kw):
         for r in ok:
@@ -523,7 +523,7 @@ def goals(runs, extra):
                      "RssAnon %s -> %s kB over %s requests" % (fmt(rss.get("anon_small_kb"), 0),
                                                                fmt(rss.get("anon_large_kb"), 0),
                                                                fmt(rss.get("at_large"), 0)),
-                     verdict((rss.get("anon_growth_kb") or 0) < 2048)))
+                     verdict(None if rss.get("anon_growth_kb") is None else rss["anon_growth_kb"] < 2048)))
     idle = extra.get("idle")
     if idle and idle.get("status") == "ok":
         rows.append(("idle workers make zero wake-ups",
