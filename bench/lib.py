@@ -402,6 +402,13 @@ def server_us(r):
     return pg + (rc or 0)
 
 
+def plain_listener(r, c=None):
+    """A listener run of the main grid: not paced, TLS or on the filled log."""
+    return (r.get("kind") == "listener" and r.get("status") == "ok" and not r.get("tls")
+            and not r.get("scale") and "paced" not in r.get("scenario", "")
+            and (c is None or r.get("concurrency") == c))
+
+
 def cpu_per_delivery(runs):
     """The listener (inline, 1 worker), the pgbench ceiling and the set-based
     floor, per concurrency: deliveries/s, CPU per delivery, ratio to the floor."""
@@ -418,12 +425,8 @@ def cpu_per_delivery(runs):
          "|---|---:|---:|---:|---:|---:|---|"]
     for c in sorted(floors):
         fl = floors[c]
-        lis = next((r for r in ok if r.get("kind") == "listener" and r.get("concurrency") == c
-                    and r.get("apply_mode") == "inline" and r.get("workers") == 1
-                    and "paced" not in r.get("scenario", "")), None)
-        lis2 = next((r for r in ok if r.get("kind") == "listener" and r.get("concurrency") == c
-                     and r.get("apply_mode") == "inline" and r.get("workers") == 2
-                     and "paced" not in r.get("scenario", "")), None)
+        lis, lis2 = (next((r for r in ok if plain_listener(r, c) and r.get("apply_mode") == "inline"
+                           and r.get("workers") == w), None) for w in (1, 2))
         pgb = next((r for r in ok if r.get("kind") == "pgbench" and r.get("concurrency") == c), None)
         cte = next((r for r in ok if r.get("kind") == "cte" and r.get("concurrency") == c), None)
         f = server_us(fl)
@@ -442,13 +445,6 @@ def cpu_per_delivery(runs):
                 "x" + fmt(u / f, 2) if (u is not None and f) else "-",
                 "yes" if r.get("rows_ok") else "NO: " + r.get("rows_note", "")))
     return L
-
-
-def plain_listener(r, c=None):
-    """A listener run of the main grid: not paced, TLS or on the filled log."""
-    return (r.get("kind") == "listener" and r.get("status") == "ok" and not r.get("tls")
-            and not r.get("scale") and "paced" not in r.get("scenario", "")
-            and (c is None or r.get("concurrency") == c))
 
 
 def goals(runs, extra):
@@ -574,9 +570,8 @@ def cmd_summary(args):
     L.append("")
     L.append("## Ratios at c=32")
     L.append("")
-    lis = next((r for r in runs if r.get("kind") == "listener" and r.get("status") == "ok"
-                 and r.get("concurrency") == 32 and r.get("apply_mode") == "inline"
-                 and r.get("workers") == 1 and not r.get("tls") and not r.get("scale")), None)
+    lis = next((r for r in runs if plain_listener(r, 32) and r.get("apply_mode") == "inline"
+                and r.get("workers") == 1), None)
     node = next((r for r in runs if r.get("kind") == "node" and r.get("status") == "ok"
                  and r.get("concurrency") == 32), None)
     pgb = next((r for r in runs if r.get("kind") == "pgbench" and r.get("status") == "ok"
@@ -585,8 +580,7 @@ def cmd_summary(args):
     L.append(ratio_line("listener (inline, 1 worker) vs pgbench ceiling", lis, pgb))
     best = None
     for r in runs:
-        if r.get("kind") == "listener" and r.get("status") == "ok" and r.get("concurrency") == 32 \
-                and not r.get("scale") and not r.get("tls"):
+        if plain_listener(r, 32):
             if best is None or (r.get("rps") or 0) > (best.get("rps") or 0):
                 best = r
     if best is not None and best is not lis:
