@@ -209,7 +209,7 @@ extern void bw_apply_deadline_arm(void);
 extern void bw_apply_deadline_disarm(void);
 extern bool bw_apply_deadline_passed(void);
 extern const char *bw_apply_stored_event(int64 event_id, const char *source,
-										 char **error);
+										 bool only_if_due, char **error);
 extern void bw_sha256(const void *data, size_t len, uint8 *digest);
 extern Oid	bw_apply_role_oid(bool missing_ok);
 extern void bw_ingest_api_answer(BwApiAnswer *a);

@@ -136,7 +136,7 @@ apply_due_events(void)
 		{
 			char	   *error;
 
-			bw_apply_stored_event(ids[i], "webhook", &error);
+			bw_apply_stored_event(ids[i], "webhook", true, &error);
 			done++;
 		}
 		bw_apply_deadline_disarm();

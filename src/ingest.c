@@ -2631,9 +2631,15 @@ apply_api_in_subxact(int64 event_id, const char *environment,
  * Apply a stored event again (replay, retries, deferred mode).  Returns the
  * event's new state; *error receives the failure message, if any.  Rejected
  * events cannot be replayed: they were never verified.
+ *
+ * only_if_due is for callers that chose the event because it was failed or
+ * pending, without holding its row lock (replay_failed()): the row is
+ * locked here, and if by then someone else has applied it, it is left alone
+ * and NULL is returned, so that an event is never applied twice.
  */
 const char *
-bw_apply_stored_event(int64 event_id, const char *source, char **error)
+bw_apply_stored_event(int64 event_id, const char *source, bool only_if_due,
+					  char **error)
 {
 	MemoryContext callercxt = CurrentMemoryContext;
 	Datum		arg = Int64GetDatum(event_id);
@@ -2674,6 +2680,12 @@ bw_apply_stored_event(int64 event_id, const char *source, char **error)
 	received_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
 	webhook = SPI_getvalue(tup, desc, 5);
 
+	if (only_if_due &&
+		strcmp(state, "failed") != 0 && strcmp(state, "pending") != 0)
+	{
+		SPI_finish();
+		return NULL;
+	}
 	if (strcmp(state, "rejected") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

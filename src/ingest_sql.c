@@ -485,14 +485,16 @@ Datum
 bw_replay(PG_FUNCTION_ARGS)
 {
 	char	   *error;
-	const char *state = bw_apply_stored_event(PG_GETARG_INT64(0), "replay", &error);
+	const char *state = bw_apply_stored_event(PG_GETARG_INT64(0), "replay", false, &error);
 
 	PG_RETURN_TEXT_P(cstring_to_text(state));
 }
 
 /*
  * replay_failed(webhook): apply every failed event again, oldest first;
- * returns how many were replayed.
+ * returns how many were replayed.  The ids are read without locks; an event
+ * that the dispatcher (or another replay) applies meanwhile is skipped once
+ * its lock is ours, and not counted.
  */
 Datum
 bw_replay_failed(PG_FUNCTION_ARGS)
@@ -504,6 +506,7 @@ bw_replay_failed(PG_FUNCTION_ARGS)
 	int64	   *ids;
 	uint64		n;
 	int64		still_failed = 0;
+	int64		replayed = 0;
 	MemoryContext cxt = CurrentMemoryContext;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -529,18 +532,23 @@ bw_replay_failed(PG_FUNCTION_ARGS)
 	for (uint64 i = 0; i < n; i++)
 	{
 		char	   *error;
+		const char *state;
 
 		CHECK_FOR_INTERRUPTS();
-		if (strcmp(bw_apply_stored_event(ids[i], "replay", &error), "failed") == 0)
+		state = bw_apply_stored_event(ids[i], "replay", true, &error);
+		if (state == NULL)
+			continue;
+		replayed++;
+		if (strcmp(state, "failed") == 0)
 			still_failed++;
 	}
 	if (still_failed > 0)
 		ereport(NOTICE,
-				(errmsg(INT64_FORMAT " of " UINT64_FORMAT " replayed events failed again",
-						still_failed, n),
+				(errmsg(INT64_FORMAT " of " INT64_FORMAT " replayed events failed again",
+						still_failed, replayed),
 				 errhint("See last_error in biteship_webhook.events.")));
 
-	PG_RETURN_INT64((int64) n);
+	PG_RETURN_INT64(replayed);
 }
 
 /*

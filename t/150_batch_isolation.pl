@@ -185,5 +185,55 @@ sql(q{SELECT biteship_webhook.create_endpoint('fwd', 'http://127.0.0.1:9/x', for
 		'each forwarded event carries its order as it was after that event');
 }
 
+# --- replay_failed() and a concurrent apply -------------------------------
+# replay_failed() reads the failed ids without locking them.  An event that
+# someone else applies meanwhile is skipped once its lock is ours: applied
+# once, its triggers fired once, and not counted as replayed.
+sql("CREATE OR REPLACE FUNCTION public.on_order() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN
+	IF NEW.order_id = 'race-1' THEN
+		RAISE EXCEPTION 'the application refuses %', NEW.order_id;
+	END IF;
+	INSERT INTO public.fired (tg, order_id, status) VALUES (TG_OP, NEW.order_id, NEW.status);
+	RETURN NULL;
+END \$\$");
+{
+	my $text = pipelined(body_for('race-1', 'picked', '02'));
+	like($text, qr/"state":"failed"/, 'a refused delivery is failed');
+	my $id = sql("SELECT id FROM biteship_webhook.events WHERE order_id = 'race-1'");
+	# the dispatcher stays out of it; the application accepts it again
+	sql("UPDATE biteship_webhook.events SET next_attempt_at = now() + interval '1 hour' WHERE id = $id");
+	sql("CREATE OR REPLACE FUNCTION public.on_order() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN INSERT INTO public.fired (tg, order_id, status) VALUES (TG_OP, NEW.order_id, NEW.status); RETURN NULL; END \$\$");
+	sql("DELETE FROM public.fired WHERE order_id = 'race-1'");
+	my $attempts = sql("SELECT attempts FROM biteship_webhook.events WHERE id = $id");
+
+	my $a = $node->background_psql('postgres');
+	$a->query_safe('BEGIN');
+	is($a->query_safe("SELECT biteship_webhook.replay($id)"), 'applied',
+		'one session applies the failed event and holds it');
+	my $b = $node->background_psql('postgres');
+	$b->query_until(qr/started/, "\\echo started\nSELECT 'replayed:' || biteship_webhook.replay_failed();\n");
+	ok( wait_for(
+			20,
+			sub {
+				sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+					AND query LIKE '%replay_failed%'") eq '1';
+			}),
+		'replay_failed() waits for that event');
+	$a->query_safe('COMMIT');
+	my $out = $b->query_until(qr/replayed:\d+/, '');
+	like($out, qr/replayed:0/, '... and, once it is applied, skips it and counts it not');
+	$a->quit;
+	$b->quit;
+	is(sql("SELECT state || ',' || (attempts - $attempts) FROM biteship_webhook.events WHERE id = $id"),
+		'applied,1', 'the event is applied, in one more attempt');
+	is(sql("SELECT string_agg(tg || ':' || status, ',' ORDER BY n) FROM public.fired WHERE order_id = 'race-1'"),
+		'history:picked,INSERT:picked', 'its triggers fired once');
+	is(sql(q{SELECT count(*) FROM biteship_webhook.outbox
+		WHERE (body::jsonb)->'data'->'payload'->>'order_id' = 'race-1'}),
+		'1', 'and it was forwarded once');
+}
+
 $node->stop;
 done_testing();
