@@ -265,6 +265,8 @@ def cmd_record(args):
     rec = {"scenario": args.scenario, "kind": args.kind, "concurrency": args.concurrency,
            "apply_mode": args.apply_mode, "workers": args.workers, "tls": args.tls,
            "status": args.status, "note": args.note, "scale": args.scale}
+    if args.ab:
+        rec["ab"] = args.ab
     if args.status != "ok":
         with open(args.out, "a") as f:
             f.write(json.dumps(rec) + "\n")
@@ -403,9 +405,9 @@ def server_us(r):
 
 
 def plain_listener(r, c=None):
-    """A listener run of the main grid: not paced, TLS or on the filled log."""
+    """A listener run of the main grid: not paced, TLS, on the filled log or an A/B arm."""
     return (r.get("kind") == "listener" and r.get("status") == "ok" and not r.get("tls")
-            and not r.get("scale") and "paced" not in r.get("scenario", "")
+            and not r.get("scale") and not r.get("ab") and "paced" not in r.get("scenario", "")
             and (c is None or r.get("concurrency") == c))
 
 
@@ -531,6 +533,73 @@ def goals(runs, extra):
     L = ["", "## Ingest goals, from this run", "", "| goal | result | verdict |", "|---|---|---|"]
     for g, r, v in rows:
         L.append("| %s | %s | %s |" % (g, r, v))
+    return L
+
+
+def median(vals):
+    v = sorted(x for x in vals if x is not None)
+    if not v:
+        return None
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def ab_section(runs, d):
+    """PARTS=ab: the two arms round by round, and B against A."""
+    arms = [r for r in runs if r.get("ab")]
+    if not arms:
+        return []
+    cfg = load_json(os.path.join(d, "ab.json"))
+    L = ["", "## A/B, alternating rounds", "",
+         "A: `%s`; B: `%s`. %s, %s worker(s), c=%s, %s s per arm; the server restarts before every "
+         "arm. Server CPU as in the table above (PostgreSQL plus the listener)." % (
+             cfg.get("A", "?"), cfg.get("B", "?"), cfg.get("apply_mode", "?"), cfg.get("workers", "?"),
+             cfg.get("concurrency", "?"), cfg.get("duration", "?")), "",
+         "| round | A req/s | B req/s | B/A | A µs/delivery | B µs/delivery | B/A | A p99 ms | B p99 ms | rows ok |",
+         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    rounds, cur = [], {}
+    for r in arms:
+        if r["ab"] in cur:
+            rounds.append(cur)
+            cur = {}
+        cur[r["ab"]] = r
+        if len(cur) == 2:
+            rounds.append(cur)
+            cur = {}
+    if cur:
+        rounds.append(cur)
+
+    def q(b, a):
+        return b / a if (a and b is not None) else None
+
+    rr, ru = [], []
+    for i, pair in enumerate(rounds, 1):
+        a, b = pair.get("A") or {}, pair.get("B") or {}
+        if a.get("status") != "ok" or b.get("status") != "ok":
+            L.append("| %d | %s | %s |  |  |  |  |  |  |  |" % (
+                i, a.get("note") or a.get("status") or "-", b.get("note") or b.get("status") or "-"))
+            continue
+        x, y = q(b.get("rps"), a.get("rps")), q(server_us(b), server_us(a))
+        rr.append(x)
+        ru.append(y)
+        L.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            i, fmt(a.get("rps"), 0), fmt(b.get("rps"), 0), fmt(x, 3), fmt(server_us(a), 1),
+            fmt(server_us(b), 1), fmt(y, 3), fmt(a.get("p99_ms"), 2), fmt(b.get("p99_ms"), 2),
+            "yes" if a.get("rows_ok") and b.get("rows_ok") else "NO"))
+    if rr:
+        ok = [p for p in rounds if all((p.get(k) or {}).get("status") == "ok" for k in "AB")]
+        L.append("")
+        L.append("Medians over %d round(s): A %s req/s, %s µs; B %s req/s, %s µs. B/A per round: req/s "
+                 "%s (median %s), CPU per delivery %s (median %s); B used less CPU per delivery in "
+                 "%d of %d rounds." % (
+                     len(ok), fmt(median(p["A"].get("rps") for p in ok), 0),
+                     fmt(median(server_us(p["A"]) for p in ok), 1),
+                     fmt(median(p["B"].get("rps") for p in ok), 0),
+                     fmt(median(server_us(p["B"]) for p in ok), 1),
+                     "%s-%s" % (fmt(min(rr), 3), fmt(max(rr), 3)), fmt(median(rr), 3),
+                     "%s-%s" % (fmt(min(x for x in ru if x is not None), 3),
+                                fmt(max(x for x in ru if x is not None), 3)) if any(x is not None for x in ru) else "-",
+                     fmt(median(ru), 3), sum(1 for x in ru if x is not None and x < 1), len(ru)))
     return L
 
 
@@ -660,6 +729,7 @@ def cmd_summary(args):
     else:
         L.append("- idle wake-ups: %s" % ((idle or {}).get("note") or "not run"))
     L.extend(goals(runs, extra))
+    L.extend(ab_section(runs, d))
     prof = extra.get("profile")
     if prof:
         L.append("")
@@ -820,6 +890,7 @@ def main():
     p.add_argument("--metrics-after")
     p.add_argument("--pgbench-log-prefix")
     p.add_argument("--scale", action="store_true")
+    p.add_argument("--ab", choices=["A", "B"])
     p.set_defaults(fn=cmd_record)
 
     p = sub.add_parser("summary")

@@ -61,15 +61,29 @@ bw_route_wants_body(const BwPathList *list, int method, const char *path)
 	return method == HTTP_POST && is_webhook_path(list, path);
 }
 
-/* ASCII case-insensitive substring search. */
+static inline char
+ascii_lower(char c)
+{
+	return (c >= 'A' && c <= 'Z') ? (char) (c + ('a' - 'A')) : c;
+}
+
+/*
+ * ASCII case-insensitive substring search; the needle is lower case.  It runs
+ * for every header of every stored delivery, so it compares one character
+ * before it compares the rest, and it does not depend on the locale.
+ */
 static bool
 contains_ci(const char *haystack, const char *needle)
 {
-	size_t		n = strlen(needle);
-
 	for (const char *p = haystack; *p != '\0'; p++)
 	{
-		if (strncasecmp(p, needle, n) == 0)
+		size_t		i;
+
+		if (ascii_lower(*p) != needle[0])
+			continue;
+		for (i = 1; needle[i] != '\0' && ascii_lower(p[i]) == needle[i]; i++)
+			;
+		if (needle[i] == '\0')
 			return true;
 	}
 	return false;

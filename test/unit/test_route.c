@@ -71,6 +71,14 @@ main(void)
 	CHECK(!bw_header_is_secret("User-Agent", "x-sig"));
 	CHECK(!bw_header_is_secret("X-Forwarded-For", NULL));
 	CHECK(!bw_header_is_secret(NULL, NULL));
+	/* the words match anywhere, in any case, overlapping a false start */
+	CHECK(bw_header_is_secret("X-AUTH", NULL));
+	CHECK(bw_header_is_secret("x-aauth-id", NULL));
+	CHECK(bw_header_is_secret("X-Session-COOKIE", NULL));
+	CHECK(bw_header_is_secret("x-sec-secret", NULL));
+	CHECK(!bw_header_is_secret("X-Aut", NULL));
+	CHECK(!bw_header_is_secret("X-Toke", NULL));
+	CHECK(!bw_header_is_secret("", NULL));
 
 	CHECK(bw_sha256_raw("first", 5, digests));
 	CHECK(bw_sha256_raw("second", 6, digests + BW_DIGEST_LEN));
