@@ -177,7 +177,14 @@ header_cb(char *buffer, size_t size, size_t nitems, void *userdata)
 			len--;
 		if (len >= sizeof(call->retry_after))
 			len = sizeof(call->retry_after) - 1;
-		memcpy(call->retry_after, v, len);
+
+		/*
+		 * Kept for the error text of the attempt: printable ASCII only
+		 * (what the header's two forms are made of), so that a hostile
+		 * receiver cannot put invalid text into a table.
+		 */
+		for (size_t i = 0; i < len; i++)
+			call->retry_after[i] = (v[i] >= 0x20 && v[i] < 0x7f) ? v[i] : '?';
 		call->retry_after[len] = '\0';
 	}
 	if (call->max_response_headers > 0)

@@ -1644,6 +1644,21 @@ bw_apply_room(void)
 }
 
 /*
+ * Is this error a cancel the process was asked for: a signal (the worker's
+ * shutdown, pg_cancel_backend()) or the apply deadline?  Those are raised
+ * by ProcessInterrupts().  Application code that raises SQLSTATE 57014
+ * itself (RAISE ... USING ERRCODE = 'query_canceled') is not one: its
+ * error fails its event like any other, and must not abort the batch.
+ */
+static bool
+is_interrupt_cancel(const ErrorData *edata)
+{
+	return edata->sqlerrcode == ERRCODE_QUERY_CANCELED &&
+		edata->funcname != NULL &&
+		strcmp(edata->funcname, "ProcessInterrupts") == 0;
+}
+
+/*
  * In the PG_CATCH of an apply's subtransaction: take the error, roll the
  * subtransaction back (and the notifications it collected, from mark on),
  * and restore the caller's memory context, resource owner and interrupt
@@ -1666,7 +1681,7 @@ rollback_apply(MemoryContext oldcontext, ResourceOwner oldowner,
 	CurrentResourceOwner = oldowner;
 	InterruptHoldoffCount = save_holdoff;
 
-	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && !apply_deadline_passed)
+	if (is_interrupt_cancel(edata) && !apply_deadline_passed)
 		ReThrowError(edata);
 	return edata;
 }
@@ -1743,7 +1758,7 @@ apply_in_subxact(int64 event_id, const char *webhook, const char *environment,
 	{
 		ErrorData  *edata = rollback_apply(oldcontext, oldowner, save_holdoff, mark);
 
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		if (is_interrupt_cancel(edata))
 			error = psprintf("apply did not finish within the apply timeout (%d ms)",
 							 bw_apply_timeout > 0 && (StatementTimeout <= 0 ||
 													  bw_apply_timeout < StatementTimeout) ?

@@ -258,6 +258,64 @@ clean_body(const char *raw, size_t len, bool truncated)
 }
 
 /*
+ * What a receiver answered, with every copy of the endpoint's own header
+ * values taken out (a receiver may echo the token it was sent, in an error
+ * body or a header): the attempts table is readable by application roles,
+ * the endpoint's headers are not.  Values shorter than 8 bytes are not
+ * looked for.  Of a value with a scheme ("Authorization: Bearer <token>"),
+ * both the whole value and the part after its last space are.  NULL in,
+ * NULL out; the result is palloc'd.
+ */
+#define REDACT_MIN_LEN 8
+
+static char *
+redact_credentials(char *text, const BwEndpoint *ep)
+{
+	const char **secrets;
+	int			n = 0;
+	size_t		outlen;
+	char	   *r;
+	char	   *copy;
+
+	if (text == NULL || ep == NULL || ep->nheaders == 0)
+		return text;
+	secrets = palloc(sizeof(char *) * ep->nheaders * 2);
+	for (int i = 0; i < ep->nheaders; i++)
+	{
+		const char *colon = strchr(ep->header_lines[i], ':');
+		char	   *value;
+		size_t		len;
+		char	   *sp;
+
+		if (colon == NULL)
+			continue;
+		colon++;
+		while (*colon == ' ' || *colon == '\t')
+			colon++;
+		value = pstrdup(colon);
+		len = strlen(value);
+		while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
+			value[--len] = '\0';
+		if (len >= REDACT_MIN_LEN)
+			secrets[n++] = value;
+		sp = strrchr(value, ' ');
+		if (sp != NULL && strlen(sp + 1) >= REDACT_MIN_LEN)
+			secrets[n++] = sp + 1;
+	}
+	if (n == 0)
+		return text;
+	r = bw_redact(text, strlen(text), secrets, n, &outlen);
+	if (r == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	copy = palloc(outlen + 1);
+	memcpy(copy, r, outlen + 1);
+	free(r);
+	return copy;
+}
+
+/*
  * The outcome of a finished call, as a row to record, and what it means for
  * the counters and the endpoint.
  */
@@ -278,8 +336,12 @@ outcome_of(Slot *s, BwOutboxResult *r)
 	r->finished_at = now;
 	r->status = c->status;
 	r->next_attempt_at = now;
-	r->response_headers = clean_headers(c->resp_headers, c->resp_headers_len);
-	r->response_body = clean_body(c->resp_body, c->resp_body_len, c->resp_body_truncated);
+	r->response_headers = redact_credentials(clean_headers(c->resp_headers,
+														  c->resp_headers_len),
+											 ep);
+	r->response_body = redact_credentials(clean_body(c->resp_body, c->resp_body_len,
+													 c->resp_body_truncated),
+										  ep);
 
 	if (o == BW_OUTCOME_DELIVERED)
 		r->state = "delivered";
@@ -491,10 +553,16 @@ turn_transaction(BwOutboxResult *results, int nresults, BwOutboxMessage **claime
 		{
 			not_ready_until = 0;
 			if (nresults > 0)
+			{
 				bw_outbox_record(results, nresults);
-			reload_endpoints_if_changed();
-			if (nresults > 0)
+
+				/*
+				 * The outcomes were noted on the endpoints as loaded: apply
+				 * them before a reload replaces those.
+				 */
 				bw_outbox_endpoint_outcomes(eps, neps);
+			}
+			reload_endpoints_if_changed();
 
 			if (want_claim || nresults > 0)
 			{
@@ -505,6 +573,9 @@ turn_transaction(BwOutboxResult *results, int nresults, BwOutboxMessage **claime
 				BwOutboxMessage *msgs = NULL;
 				int		   *msg_ep = NULL;
 				int			k = 0;
+				int32	   *open_eps = palloc(sizeof(int32) * Max(neps, 1));
+				int			nopen = 0;
+				int64	   *exclude;
 
 				if (free_total > 0)
 				{
@@ -529,8 +600,24 @@ turn_transaction(BwOutboxResult *results, int nresults, BwOutboxMessage **claime
 						msg_ep[k + j] = i;
 					k += got;
 					free_total -= got;
+					/* a slot left over: its next message is worth a timer */
+					if (got < room)
+						open_eps[nopen++] = ep->id;
 				}
-				next_due = bw_outbox_next_due(eps, neps, in, nin);
+
+				/*
+				 * When the next message falls due, for the endpoints with a
+				 * free slot, not counting what is in flight or was just
+				 * claimed.  A full endpoint (or no free slot at all) waits for
+				 * a call to finish, which wakes us; a timer for it would fire
+				 * at once and claim nothing, again and again.
+				 */
+				exclude = palloc(sizeof(int64) * (nin + k + 1));
+				memcpy(exclude, in, sizeof(int64) * nin);
+				for (int j = 0; j < k; j++)
+					exclude[nin + j] = msgs[j].id;
+				next_due = free_total > 0 ?
+					bw_outbox_next_due(open_eps, nopen, exclude, nin + k) : 0;
 				want_claim = false;
 				if (k > 0)
 				{

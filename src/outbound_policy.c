@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * outbound_policy.c
- *	  Classification of outbound answers, the retry schedule, Retry-After.
+ *	  Classification of outbound answers, the retry schedule, Retry-After,
+ *	  and the redaction of credentials from answers.
  *
  * See outbound_policy.h.
  *
@@ -245,4 +246,58 @@ bw_parse_retry_after(const char *value, int64_t now_unix, int64_t *delay_s)
 		return false;
 	*delay_s = t > now_unix ? t - now_unix : 0;
 	return true;
+}
+
+char *
+bw_redact(const char *text, size_t len, const char *const *secrets,
+		  int nsecrets, size_t *outlen)
+{
+	static const char mark[] = "[redacted]";
+	size_t		cap = len + 1;
+	size_t		o = 0;
+	size_t		i = 0;
+	char	   *out;
+
+	/* room for the worst case: a short secret at every byte */
+	for (int k = 0; k < nsecrets; k++)
+	{
+		if (secrets[k] != NULL && secrets[k][0] != '\0' &&
+			strlen(secrets[k]) < sizeof(mark) - 1)
+		{
+			cap = len * (sizeof(mark) - 1) + 1;
+			break;
+		}
+	}
+	if (len > (SIZE_MAX - 1) / (sizeof(mark) - 1))
+		return NULL;
+	out = malloc(cap);
+	if (out == NULL)
+		return NULL;
+	while (i < len)
+	{
+		size_t		best = 0;
+
+		for (int k = 0; k < nsecrets; k++)
+		{
+			size_t		sl;
+
+			if (secrets[k] == NULL || secrets[k][0] == '\0' ||
+				text[i] != secrets[k][0])
+				continue;
+			sl = strlen(secrets[k]);
+			if (sl > best && len - i >= sl && memcmp(text + i, secrets[k], sl) == 0)
+				best = sl;
+		}
+		if (best > 0)
+		{
+			memcpy(out + o, mark, sizeof(mark) - 1);
+			o += sizeof(mark) - 1;
+			i += best;
+		}
+		else
+			out[o++] = text[i++];
+	}
+	out[o] = '\0';
+	*outlen = o;
+	return out;
 }

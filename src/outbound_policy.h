@@ -3,7 +3,8 @@
  * outbound_policy.h
  *	  What an answer to an outbound request means, and when to try again:
  *	  the classification of HTTP statuses and transport errors, the retry
- *	  schedule (a list of delays, with jitter), and Retry-After.
+ *	  schedule (a list of delays, with jitter), and Retry-After; and what
+ *	  of an answer may be kept: copies of our credentials are taken out.
  *
  * Pure C, no backend calls; unit-tested.  The rules follow the Standard
  * Webhooks sender guidance: only 2xx is success, 3xx is a failure and is
@@ -69,5 +70,16 @@ extern int64_t bw_retry_delay_ms(const int64_t *delays_ms, int n, int attempts,
  */
 extern bool bw_parse_retry_after(const char *value, int64_t now_unix,
 								 int64_t *delay_s);
+
+/*
+ * The text with every copy of any of the secrets replaced by "[redacted]",
+ * NUL-terminated, in a malloc'd buffer (the caller frees it), its length
+ * in *outlen; NULL when out of memory.  Empty or NULL secrets are skipped;
+ * where two overlap, the longer one is taken out.  For what a receiver
+ * answers, before it is stored: it may echo the credentials it was sent.
+ */
+extern char *bw_redact(const char *text, size_t len,
+					   const char *const *secrets, int nsecrets,
+					   size_t *outlen);
 
 #endif							/* BW_OUTBOUND_POLICY_H */

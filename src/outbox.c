@@ -1096,29 +1096,31 @@ bw_outbox_claim(const BwEndpoint *ep, int limit, const int64 *inflight,
 }
 
 /*
- * When the next message of an enabled endpoint falls due (not counting
- * those in flight), or 0 when none is scheduled.
+ * When the next message of the given endpoints falls due, or 0 when none
+ * is scheduled.  Messages in "exclude" (in flight, or just claimed) do not
+ * count, and neither does a message waiting behind an older pending one of
+ * its ordering key: it cannot be claimed before that one is done, and
+ * counting it would make the sender wake at once, claim nothing, and wake
+ * again.  The caller leaves out endpoints without a free slot; a finished
+ * call wakes the sender for those.
  */
 TimestampTz
-bw_outbox_next_due(const BwEndpoint *eps, int neps, const int64 *inflight,
-				   int ninflight)
+bw_outbox_next_due(const int32 *endpoint_ids, int nids, const int64 *exclude,
+				   int nexclude)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum	   *ids = palloc(sizeof(Datum) * Max(neps, 1));
-	int			n = 0;
+	Datum	   *ids;
 	Datum		values[2];
 	int			ret;
 	bool		isnull;
 	Datum		d;
 	TimestampTz result = 0;
 
-	for (int i = 0; i < neps; i++)
-	{
-		if (eps[i].enabled)
-			ids[n++] = Int32GetDatum(eps[i].id);
-	}
-	if (n == 0)
+	if (nids == 0)
 		return 0;
+	ids = palloc(sizeof(Datum) * nids);
+	for (int i = 0; i < nids; i++)
+		ids[i] = Int32GetDatum(endpoint_ids[i]);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (plan == NULL)
@@ -1131,6 +1133,11 @@ bw_outbox_next_due(const BwEndpoint *eps, int neps, const int64 *inflight,
 									"   SELECT o.next_attempt_at FROM biteship_webhook.outbox o "
 									"    WHERE o.endpoint_id = e.id AND o.state = 'pending' "
 									"      AND o.id <> ALL ($2) "
+									"      AND (o.ordering_key IS NULL OR NOT EXISTS ("
+									"           SELECT FROM biteship_webhook.outbox p "
+									"            WHERE p.endpoint_id = o.endpoint_id "
+									"              AND p.ordering_key = o.ordering_key "
+									"              AND p.state = 'pending' AND p.id < o.id)) "
 									"    ORDER BY o.next_attempt_at LIMIT 1) x",
 									2, types);
 
@@ -1138,8 +1145,8 @@ bw_outbox_next_due(const BwEndpoint *eps, int neps, const int64 *inflight,
 			elog(ERROR, "could not prepare the next-due statement");
 		plan = p;
 	}
-	values[0] = PointerGetDatum(construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT));
-	values[1] = int8_array(inflight, ninflight);
+	values[0] = PointerGetDatum(construct_array(ids, nids, INT4OID, 4, true, TYPALIGN_INT));
+	values[1] = int8_array(exclude, nexclude);
 	ret = SPI_execute_plan(plan, values, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not compute the next due message: %s", SPI_result_code_string(ret));

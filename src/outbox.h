@@ -81,8 +81,8 @@ typedef struct BwOutboxResult
 extern BwEndpoint *bw_outbox_load_endpoints(int *nendpoints, MemoryContext cxt);
 extern int	bw_outbox_claim(const BwEndpoint *ep, int limit, const int64 *inflight,
 							int ninflight, BwOutboxMessage *out, MemoryContext cxt);
-extern TimestampTz bw_outbox_next_due(const BwEndpoint *eps, int neps,
-									  const int64 *inflight, int ninflight);
+extern TimestampTz bw_outbox_next_due(const int32 *endpoint_ids, int nids,
+									   const int64 *exclude, int nexclude);
 extern void bw_outbox_record(const BwOutboxResult *results, int nresults);
 extern void bw_outbox_endpoint_outcomes(BwEndpoint *eps, int neps);
 extern int64 bw_outbox_purge_batch(int retention_s, int limit);

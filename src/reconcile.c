@@ -330,29 +330,18 @@ bw_api_request_free(BwApiRequest *req)
 static char *
 redact(const char *body, size_t len, const char *key, size_t *outlen)
 {
-	StringInfoData b;
-	size_t		klen = key != NULL ? strlen(key) : 0;
-	size_t		i = 0;
+	const char *secrets[1] = {key};
+	char	   *r = bw_redact(body, len, secrets, 1, outlen);
+	char	   *copy;
 
-	initStringInfo(&b);
-	if (klen == 0)
-	{
-		appendBinaryStringInfo(&b, body, (int) len);
-		*outlen = len;
-		return b.data;
-	}
-	while (i < len)
-	{
-		if (len - i >= klen && memcmp(body + i, key, klen) == 0)
-		{
-			appendStringInfoString(&b, "[redacted]");
-			i += klen;
-		}
-		else
-			appendStringInfoChar(&b, body[i++]);
-	}
-	*outlen = (size_t) b.len;
-	return b.data;
+	if (r == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	copy = palloc(*outlen + 1);
+	memcpy(copy, r, *outlen + 1);
+	free(r);
+	return copy;
 }
 
 static void

@@ -100,7 +100,12 @@ admin(qq{SELECT biteship_webhook.create_endpoint('cookie', '$recv->{url}/big',
 	headers => '{"X-Api-Key": "$endpoint_secrets{'endpoint token'}"}')});
 admin(qq{SELECT biteship_webhook.create_endpoint('down', '$recv->{url}/status/500', max_attempts => 1,
 	headers => '{"Authorization": "Bearer $endpoint_secrets{'endpoint token'}"}')});
-$node->safe_psql('postgres', q{SELECT biteship_webhook.send(e, '{"n":1}') FROM unnest('{wa,cookie,down}'::text[]) e});
+# receivers that echo the credential they were sent, in the body and a header
+admin(qq{SELECT biteship_webhook.create_endpoint('echo', '$recv->{url}/echo/500', max_attempts => 1,
+	headers => '{"Authorization": "Bearer $endpoint_secrets{'endpoint token'}"}')});
+admin(qq{SELECT biteship_webhook.create_endpoint('echo-key', '$recv->{url}/echo/200',
+	headers => '{"X-Api-Key": "$endpoint_secrets{'endpoint token'}"}')});
+$node->safe_psql('postgres', q{SELECT biteship_webhook.send(e, '{"n":1}') FROM unnest('{wa,cookie,down,echo,echo-key}'::text[]) e});
 admin(qq{SELECT biteship_webhook.set_endpoint_secret('wa', '$endpoint_secrets{'endpoint signing secret, rotated'}')});
 $node->safe_psql('postgres', q{SELECT biteship_webhook.send('wa', '{"n":2}')});
 is(post('/biteship/live', "X-Biteship-Signature: $secrets{'webhook secret'}"), 200,
@@ -143,6 +148,11 @@ for my $what (sort keys %secrets)
 }
 like($all_rows, qr/\[redacted\]/, 'credential headers are kept as [redacted]');
 unlike($all_rows, qr/sEcReT-cookie-from-receiver/, 'a cookie a receiver set is not kept');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM biteship_webhook.outbox_attempts a
+	JOIN biteship_webhook.outbox o ON o.id = a.message_id JOIN biteship_webhook.endpoints e ON e.id = o.endpoint_id
+	WHERE e.name IN ('echo', 'echo-key') AND a.response_body LIKE '%[redacted]%'
+	  AND a.response_headers LIKE '%X-Echo: [redacted]%'}),
+	'2', 'what a receiver echoes of its credential is kept as [redacted], in the body and the headers');
 for my $what (sort keys %endpoint_secrets)
 {
 	my $secret = $endpoint_secrets{$what};

@@ -8,6 +8,8 @@
 # - 410 disables the endpoint (its messages wait), 3xx is never followed,
 #   other 4xx are final;
 # - ordering_key keeps its order under retries; idempotency_key queues once;
+# - a message that cannot be claimed yet (behind its ordering_key, beyond
+#   the endpoint's slots) leaves the sender idle;
 # - every attempt is signed (Standard Webhooks), with a stable webhook-id,
 #   and both signatures verify while a secret is rotated;
 # - a slow endpoint does not hold back another one;
@@ -221,6 +223,57 @@ endpoint('ordered', '/flaky/1');
 	ok(wait_state($a, 'delivered'), 'which is delivered');
 	usleep(300_000);
 	is(scalar(grep { $_->{body} =~ /once/ } receiver_log($recv)), 1, 'once');
+}
+
+# --- a Retry-After that is not text --------------------------------------
+endpoint('bad-retry-after', '/bad-retry-after', max_attempts => 1);
+{
+	my $id = sql(q{SELECT biteship_webhook.send('bad-retry-after', '{"n":"bytes"}')});
+	ok(wait_state($id, 'dead'), 'a 503 with a Retry-After of stray bytes, on the last attempt: dead');
+	is(sql("SELECT last_error FROM biteship_webhook.outbox WHERE id = $id"),
+		'HTTP 503 (Retry-After: 7??x)', 'its error keeps the header as printable text only');
+	is(sql("SELECT error FROM biteship_webhook.outbox_attempts WHERE message_id = $id"),
+		'HTTP 503 (Retry-After: 7??x)', 'in the attempts too');
+}
+
+# --- what cannot be claimed yet leaves the sender idle -------------------
+# A message behind an older one of its ordering_key that waits out a
+# Retry-After (5 s here), and messages beyond an endpoint's free slots, are
+# not due: the sender sleeps until the older one is due or a call
+# finishes, instead of waking at once to claim nothing, again and again.
+{
+	my ($pid) = worker_pids($node, 'outbound');
+	my $busy = sub {
+		my $t0 = cpu_ticks($pid);
+		sleep(2);
+		return cpu_ticks($pid) - $t0;
+	};
+
+	endpoint('later', '/flaky429/1/30');
+	my @ids = map { sql("SELECT biteship_webhook.send('later', '{\"n\":$_}', ordering_key => 'order-W')") } 1 .. 2;
+	ok( $node->poll_query_until('postgres',
+			"SELECT last_status = 429 FROM biteship_webhook.outbox WHERE id = $ids[0]"),
+		'the first of an ordering_key is told to come back later');
+	my $ticks = $busy->();
+	cmp_ok($ticks, '<', 25, "while the second waits behind it, the sender is idle ($ticks ticks in 2 s)");
+	ok(wait_state($ids[1], 'delivered', 30), 'then both are delivered');
+	my ($first_ok) = grep { $_->{status} == 200 } got($ids[0]);
+	my ($second_try) = got($ids[1]);
+	ok($first_ok && $second_try && $second_try->{t} >= $first_ok->{t},
+		'the second was first sent after the first was delivered');
+
+	admin('ALTER SYSTEM SET biteship_webhook.outbox_max_per_endpoint = 1');
+	$node->reload;
+	usleep(300_000);
+	endpoint('one-slot', '/slow/4000', timeout => "'10s'");
+	@ids = map { sql("SELECT biteship_webhook.send('one-slot', '{\"n\":$_}')") } 1 .. 3;
+	usleep(1_000_000);    # one request in flight (4 s), two waiting for its slot
+	$ticks = $busy->();
+	cmp_ok($ticks, '<', 25, "while two wait for the one slot, the sender is idle ($ticks ticks in 2 s)");
+	is(scalar(map { got($_) } @ids), 0, 'the first request was still in flight');
+	admin('ALTER SYSTEM RESET biteship_webhook.outbox_max_per_endpoint');
+	$node->reload;
+	ok(wait_state($ids[2], 'delivered', 30), 'and all three are delivered');
 }
 
 # --- a slow endpoint does not hold back another one ---------------------

@@ -6,7 +6,8 @@
 # applied, with each of its triggers fired exactly once (row triggers on
 # orders and the history, and a statement-level count), in arrival order
 # per order.  This is what any faster apply path must keep.  A batch with
-# no refusal is applied set-based, with the same row triggers.
+# no refusal is applied set-based, with the same row triggers.  A trigger
+# that raises SQLSTATE 57014 (query_canceled) itself fails only its event.
 use strict;
 use warnings;
 
@@ -171,6 +172,39 @@ CREATE TRIGGER iso_stmt AFTER INSERT OR UPDATE ON biteship_webhook.orders
 		FROM public.fired WHERE order_id LIKE 'set-%' GROUP BY 1) x
 		WHERE a <> 'history:picked,INSERT:picked,history:delivered,UPDATE:delivered'"), '0',
 		'for each order in arrival order, its history trigger first');
+}
+
+# --- application code that raises SQLSTATE 57014 itself ------------------
+# query_canceled from a trigger is the application's error, not a cancel
+# of the worker: it fails its event alone, as any other error does, and the
+# dispatcher keeps retrying it (and everything else) on its schedule.
+sql("CREATE OR REPLACE FUNCTION public.on_order() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN
+	IF NEW.order_id = 'qc-bad' THEN
+		RAISE EXCEPTION 'the application cancels %', NEW.order_id USING ERRCODE = 'query_canceled';
+	END IF;
+	INSERT INTO public.fired (tg, order_id, status) VALUES (TG_OP, NEW.order_id, NEW.status);
+	RETURN NULL;
+END \$\$");
+{
+	my @qc = map { body_for($_ == 3 ? 'qc-bad' : "qc-$_", 'picked', '02') } 1 .. 6;
+	my $text = pipelined(@qc);
+	my @a = map { decode_json($_) } $text =~ /\r\n\r\n(\{[^}]*\})/g;
+	my @codes = $text =~ m{HTTP/1\.1 (\d{3}) }g;
+	is(join(',', @codes), '200,200,200,200,200,200', 'a batch with a trigger raising 57014: all answered 200');
+	is(join(',', map { $_->{state} } @a), 'applied,applied,failed,applied,applied,applied',
+		'only its own delivery failed');
+	is(sql("SELECT last_error FROM biteship_webhook.events WHERE order_id = 'qc-bad'"),
+		'the application cancels qc-bad', 'with the application\'s message, not a timeout');
+	ok(wait_for(30, sub { sql("SELECT attempts >= 3 FROM biteship_webhook.events WHERE order_id = 'qc-bad'") eq 't' }),
+		'the dispatcher retries it, and counts each attempt');
+	my $other = pipelined(body_for('qc-later', 'picked', '03'));
+	like($other, qr/"state":"applied"/, 'other deliveries are applied meanwhile');
+	sql("CREATE OR REPLACE FUNCTION public.on_order() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN INSERT INTO public.fired (tg, order_id, status) VALUES (TG_OP, NEW.order_id, NEW.status); RETURN NULL; END \$\$");
+	ok(wait_for(30, sub { sql("SELECT state FROM biteship_webhook.events WHERE order_id = 'qc-bad'") eq 'applied' }),
+		'once the trigger accepts it, it is applied');
+	is(sql("SELECT count(*) FROM public.fired WHERE order_id = 'qc-bad' AND tg = 'INSERT'"), '1', 'once');
 }
 
 # --- forwarding sees each order as it was after each event ---------------

@@ -18,7 +18,7 @@ use Test::More;
 use Time::HiRes qw(usleep time);
 
 our @EXPORT = qw(bw_node bw_setup_webhook http http_raw wait_for_http
-  wait_for fixture worker_pids rss_anon_kb stat_value raw_socket
+  wait_for fixture worker_pids rss_anon_kb cpu_ticks stat_value raw_socket
   start_receiver receiver_log stop_receiver kill9_and_wait
   start_api api_control api_log $SECRET $SIG_HEADER $API_KEY);
 
@@ -218,6 +218,19 @@ sub rss_anon_kb
 		return $1 if /^RssAnon:\s+(\d+)\s+kB/;
 	}
 	return undef;
+}
+
+# CPU time a process has used so far, in clock ticks (utime + stime of
+# /proc/pid/stat; 100 a second on Linux).
+sub cpu_ticks
+{
+	my ($pid) = @_;
+	open(my $fh, '<', "/proc/$pid/stat") or return undef;
+	my $stat = <$fh>;
+	close $fh;
+	$stat =~ s/^.*\) //s;    # past the command name, which may hold spaces
+	my @f = split ' ', $stat;
+	return $f[11] + $f[12];
 }
 
 # stat_value(node, name, labels_sql) -> the value of one row of the stats

@@ -13,6 +13,9 @@
 #   /gone-once             410 for the first request to the path, then 200
 #   /slow/<ms>             200 after <ms> milliseconds
 #   /big                   200 with a 100 kB body and a Set-Cookie header
+#   /echo/<code>           that status, echoing the request's headers in the
+#                          body and its credential in an X-Echo header
+#   /bad-retry-after       503 with a Retry-After that is not text
 #
 # Usage: receiver.py --port-file F --log F [--secret whsec_...]...
 import argparse
@@ -99,6 +102,14 @@ class Handler(BaseHTTPRequestHandler):
         elif parts[:1] == ['big']:
             payload = b'b' * 100000
             extra['Set-Cookie'] = 'session=sEcReT-cookie-from-receiver'
+        elif parts[:1] == ['echo']:
+            status = int(parts[1])
+            payload = json.dumps({'you sent': dict(self.headers.items())}).encode()
+            extra['X-Echo'] = (self.headers.get('Authorization')
+                               or self.headers.get('X-Api-Key') or '')
+        elif parts[:1] == ['bad-retry-after']:
+            status = 503
+            extra['Retry-After'] = '7\xff\xfex'    # sent as those bytes (latin-1)
         record = {
             't': time.time(),
             'path': self.path,

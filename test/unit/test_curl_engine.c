@@ -4,8 +4,9 @@
  *	  Unit tests of the libcurl engine (src/curl_engine.c) against a small
  *	  HTTP server that the test forks on 127.0.0.1: completions as they
  *	  come, a slow request that does not hold back the others, bounded
- *	  response headers and bodies, Retry-After, redirects not followed,
- *	  connections reused, timeouts, refused connections, bad URLs, abort.
+ *	  response headers and bodies, Retry-After (as printable text only),
+ *	  redirects not followed, connections reused, timeouts, refused
+ *	  connections, bad URLs, abort.
  *
  *	make test/unit/test_curl_engine && test/unit/test_curl_engine
  *
@@ -91,6 +92,9 @@ serve_one(int fd)
 	if (strcmp(path, "/retry") == 0)
 		n = snprintf(resp, sizeof(resp),
 					 "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n");
+	else if (strcmp(path, "/retry-bytes") == 0)
+		n = snprintf(resp, sizeof(resp),
+					 "HTTP/1.1 503 Busy\r\nRetry-After: 7\xff\xfe\x01x\r\nContent-Length: 0\r\n\r\n");
 	else if (strcmp(path, "/redirect") == 0)
 		n = snprintf(resp, sizeof(resp),
 					 "HTTP/1.1 301 Moved\r\nLocation: /ok\r\nContent-Length: 0\r\n\r\n");
@@ -288,6 +292,14 @@ main(void)
 	CHECK(bw_outcome_classify(calls[1].status, calls[1].terr) == BW_OUTCOME_RETRY);
 	bw_http_call_release(&calls[0]);
 	bw_http_call_release(&calls[1]);
+
+	/* a Retry-After that is not text is kept as printable ASCII only */
+	snprintf(url[3], sizeof(url[3]), "http://127.0.0.1:%d/retry-bytes", port);
+	init_call(&calls[0], "POST", url[3]);
+	CHECK(bw_curl_engine_start(e, &calls[0]));
+	CHECK(drive(e, done, 1, 3000) == 1);
+	CHECK(calls[0].status == 503 && strcmp(calls[0].retry_after, "7???x") == 0);
+	bw_http_call_release(&calls[0]);
 
 	/* connections are reused: twenty more requests, few new connections */
 	{

@@ -2,13 +2,14 @@
  *
  * test_outbound_policy.c
  *	  Unit tests of src/outbound_policy.c: answer classification, the retry
- *	  schedule, Retry-After.
+ *	  schedule, Retry-After, redaction.
  *
  *	make test/unit/test_outbound_policy && test/unit/test_outbound_policy
  *
  *-------------------------------------------------------------------------
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "outbound_policy.h"
@@ -99,6 +100,36 @@ main(void)
 	CHECK(!bw_parse_retry_after("Sun, 06 Nov 1994 08:49:37 CET", 0, &s));
 	CHECK(!bw_parse_retry_after("Sun, 36 Nov 1994 08:49:37 GMT", 0, &s));
 	CHECK(!bw_parse_retry_after("Sun, 06 Foo 1994 08:49:37 GMT", 0, &s));
+
+	/* redaction: every copy, the longer of two overlapping, none at all */
+	{
+		const char *sec[] = {"tok_12345678", NULL, "", "Bearer tok_12345678"};
+		const char *in = "echo: Bearer tok_12345678 and tok_12345678tok_12345678.";
+		size_t		olen;
+		char	   *r = bw_redact(in, strlen(in), sec, 4, &olen);
+
+		CHECK(r != NULL && strcmp(r, "echo: [redacted] and [redacted][redacted].") == 0);
+		CHECK(r != NULL && olen == strlen(r));
+		free(r);
+		r = bw_redact("tok_1234567", 11, sec, 4, &olen);	/* a prefix only */
+		CHECK(r != NULL && strcmp(r, "tok_1234567") == 0 && olen == 11);
+		free(r);
+		r = bw_redact("", 0, sec, 4, &olen);
+		CHECK(r != NULL && r[0] == '\0' && olen == 0);
+		free(r);
+		r = bw_redact("abc", 3, NULL, 0, &olen);
+		CHECK(r != NULL && strcmp(r, "abc") == 0);
+		free(r);
+	}
+	{
+		/* a secret shorter than the mark: the output grows, within its room */
+		const char *sec[] = {"a"};
+		size_t		olen;
+		char	   *r = bw_redact("aaaa", 4, sec, 1, &olen);
+
+		CHECK(r != NULL && olen == 40 && strncmp(r, "[redacted][redacted]", 20) == 0);
+		free(r);
+	}
 
 	printf("%d passed, %d failed\n", npassed, nfailed);
 	return nfailed == 0 ? 0 : 1;
