@@ -928,6 +928,12 @@ bw_notify_defer_discard(void)
  * transaction of its own.  Must be called outside any transaction.  A
  * failure (the notification queue is full) is logged: the events are
  * committed and answered whatever happens to their notifications.
+ *
+ * That transaction commits without waiting for its WAL flush.  It writes
+ * nothing but the notification queue, which a crash empties anyway, and
+ * NOTIFY takes an XID, so with synchronous_commit on its commit record
+ * would cost the worker a second flush per batch, with the next batch's
+ * requests waiting behind it.
  */
 void
 bw_notify_defer_send(void)
@@ -943,6 +949,9 @@ bw_notify_defer_send(void)
 			ListCell   *lc;
 
 			StartTransactionCommand();
+			(void) set_config_option("synchronous_commit", "off",
+									 PGC_SUSET, PGC_S_SESSION,
+									 GUC_ACTION_LOCAL, true, 0, false);
 			foreach(lc, todo)
 				Async_Notify(BW_NOTIFY_CHANNEL, (const char *) lfirst(lc));
 			CommitTransactionCommand();
