@@ -258,28 +258,25 @@ clean_body(const char *raw, size_t len, bool truncated)
 }
 
 /*
- * What a receiver answered, with every copy of the endpoint's own header
- * values taken out (a receiver may echo the token it was sent, in an error
- * body or a header): the attempts table is readable by application roles,
- * the endpoint's headers are not.  Values shorter than 8 bytes are not
- * looked for.  Of a value with a scheme ("Authorization: Bearer <token>"),
- * both the whole value and the part after its last space are.  NULL in,
- * NULL out; the result is palloc'd.
+ * The endpoint's own header values, to take out of what a receiver
+ * answers (it may echo the token it was sent, in an error body or a
+ * header): the attempts table is readable by application roles, the
+ * endpoint's headers are not.  Values shorter than 8 bytes are not looked
+ * for.  Of a value with a scheme ("Authorization: Bearer <token>"), both
+ * the whole value and the part after its last space are.  Returns how
+ * many, in *secrets (palloc'd).
  */
 #define REDACT_MIN_LEN 8
 
-static char *
-redact_credentials(char *text, const BwEndpoint *ep)
+static int
+endpoint_credentials(const BwEndpoint *ep, const char ***secrets)
 {
-	const char **secrets;
 	int			n = 0;
-	size_t		outlen;
-	char	   *r;
-	char	   *copy;
 
-	if (text == NULL || ep == NULL || ep->nheaders == 0)
-		return text;
-	secrets = palloc(sizeof(char *) * ep->nheaders * 2);
+	*secrets = NULL;
+	if (ep == NULL || ep->nheaders == 0)
+		return 0;
+	*secrets = palloc(sizeof(char *) * ep->nheaders * 2);
 	for (int i = 0; i < ep->nheaders; i++)
 	{
 		const char *colon = strchr(ep->header_lines[i], ':');
@@ -297,14 +294,25 @@ redact_credentials(char *text, const BwEndpoint *ep)
 		while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
 			value[--len] = '\0';
 		if (len >= REDACT_MIN_LEN)
-			secrets[n++] = value;
+			(*secrets)[n++] = value;
 		sp = strrchr(value, ' ');
 		if (sp != NULL && strlen(sp + 1) >= REDACT_MIN_LEN)
-			secrets[n++] = sp + 1;
+			(*secrets)[n++] = sp + 1;
 	}
-	if (n == 0)
+	return n;
+}
+
+/* text with every copy of the secrets taken out; NULL in, NULL out */
+static char *
+redact_credentials(char *text, const char **secrets, int nsecrets)
+{
+	size_t		outlen;
+	char	   *r;
+	char	   *copy;
+
+	if (text == NULL || nsecrets == 0)
 		return text;
-	r = bw_redact(text, strlen(text), secrets, n, &outlen);
+	r = bw_redact(text, strlen(text), secrets, nsecrets, &outlen);
 	if (r == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
@@ -327,6 +335,8 @@ outcome_of(Slot *s, BwOutboxResult *r)
 	BwEndpoint *ep = find_endpoint(s->endpoint_id);
 	TimestampTz now = GetCurrentTimestamp();
 	double		secs = (double) (now - s->started_at) / USECS_PER_SEC;
+	const char **secrets;
+	int			nsecrets;
 
 	memset(r, 0, sizeof(*r));
 	r->id = s->message_id;
@@ -336,12 +346,13 @@ outcome_of(Slot *s, BwOutboxResult *r)
 	r->finished_at = now;
 	r->status = c->status;
 	r->next_attempt_at = now;
+	nsecrets = endpoint_credentials(ep, &secrets);
 	r->response_headers = redact_credentials(clean_headers(c->resp_headers,
 														  c->resp_headers_len),
-											 ep);
+											 secrets, nsecrets);
 	r->response_body = redact_credentials(clean_body(c->resp_body, c->resp_body_len,
 													 c->resp_body_truncated),
-										  ep);
+										  secrets, nsecrets);
 
 	if (o == BW_OUTCOME_DELIVERED)
 		r->state = "delivered";

@@ -1011,6 +1011,18 @@ int8_array(const int64 *ids, int n)
 }
 
 /*
+ * A message of outbox o that no older pending message of its ordering key
+ * holds back: the claim takes only those, and the next-due time counts
+ * only those.
+ */
+#define NOT_HELD_BACK \
+	"(o.ordering_key IS NULL OR NOT EXISTS (" \
+	"   SELECT FROM biteship_webhook.outbox p " \
+	"    WHERE p.endpoint_id = o.endpoint_id " \
+	"      AND p.ordering_key = o.ordering_key " \
+	"      AND p.state = 'pending' AND p.id < o.id)) "
+
+/*
  * Claim up to limit due messages of one endpoint, oldest due first, leaving
  * out those in flight and those behind an older pending message with the
  * same ordering key.  Read-only: what is in flight is the caller's to
@@ -1038,11 +1050,7 @@ bw_outbox_claim(const BwEndpoint *ep, int limit, const int64 *inflight,
 									" WHERE o.endpoint_id = $1 AND o.state = 'pending' "
 									"   AND o.next_attempt_at <= pg_catalog.clock_timestamp() "
 									"   AND o.id <> ALL ($2) "
-									"   AND (o.ordering_key IS NULL OR NOT EXISTS ("
-									"        SELECT FROM biteship_webhook.outbox p "
-									"         WHERE p.endpoint_id = o.endpoint_id "
-									"           AND p.ordering_key = o.ordering_key "
-									"           AND p.state = 'pending' AND p.id < o.id)) "
+									"   AND " NOT_HELD_BACK
 									" ORDER BY o.next_attempt_at, o.id "
 									" LIMIT $3",
 									3, types);
@@ -1133,11 +1141,7 @@ bw_outbox_next_due(const int32 *endpoint_ids, int nids, const int64 *exclude,
 									"   SELECT o.next_attempt_at FROM biteship_webhook.outbox o "
 									"    WHERE o.endpoint_id = e.id AND o.state = 'pending' "
 									"      AND o.id <> ALL ($2) "
-									"      AND (o.ordering_key IS NULL OR NOT EXISTS ("
-									"           SELECT FROM biteship_webhook.outbox p "
-									"            WHERE p.endpoint_id = o.endpoint_id "
-									"              AND p.ordering_key = o.ordering_key "
-									"              AND p.state = 'pending' AND p.id < o.id)) "
+									"      AND " NOT_HELD_BACK
 									"    ORDER BY o.next_attempt_at LIMIT 1) x",
 									2, types);
 
